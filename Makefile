@@ -1,0 +1,36 @@
+# Two commands on a fresh clone: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: setup demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Editable install with the dev extra (pytest, hypothesis, ruff, pillow, onnx). No torch here:
+# the export extra pins the CPU wheel and is installed only by targets that need it.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo_inspect.py --out demo-out
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_binarize.py
+	$(PY) benchmarks/bench_resize.py
+
+clean:
+	rm -rf $(VENV) build demo-out .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,203 @@
+"""Swin-Cropping geometry: stateless tiling plans and the merge of per-tile maps.
+
+RoBiS arithmetic: ``step = int(window * (1 - overlap))``, ``n = ceil((D - window) / step) + 1``
+tiles per axis, tile ``i`` at ``i * step``, zero padding at the bottom/right. A frame smaller
+than the window gets one padded tile.
+
+Merging places every tile map at its exact position at the requested scale. Where
+``origin * scale`` is not an integer (921 / 4 = 230.25 at RoBiS' quarter resolution) the tile
+map is sampled bilinearly at that sub-pixel offset, so there is no cumulative drift (the
+reference merges with a 230-pixel quarter-resolution step, see docs/geometry.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .errors import InputError
+
+
+def tile_origins(size: int, window: int, step: int) -> tuple[int, ...]:
+    """Origins of the tiles along one axis of length ``size`` (RoBiS arithmetic)."""
+    if size <= window:
+        return (0,)
+    n = math.ceil((size - window) / step) + 1
+    return tuple(i * step for i in range(n))
+
+
+@dataclass(frozen=True)
+class _AxisSampling:
+    """Where each tile's map is sampled along one axis of the merged map."""
+
+    starts: tuple[int, ...]  # first merged-map index covered by tile i
+    stops: tuple[int, ...]  # one past the last index covered by tile i
+    lo: tuple[np.ndarray, ...]  # lower source index per covered position
+    hi: tuple[np.ndarray, ...]  # upper source index
+    frac: tuple[np.ndarray, ...]  # weight of ``hi`` (0 where the placement is integral)
+    integral: bool  # every placement is an integer shift: plain slicing suffices
+
+
+def _axis_sampling(origins: tuple[int, ...], window: int, map_size: int, out_size: int,
+                   scale: float) -> _AxisSampling:
+    starts, stops, los, his, fracs = [], [], [], [], []
+    integral = True
+    u = np.arange(out_size, dtype=np.float64)
+    centres = (u + 0.5) / scale  # merged-map pixel centres in frame coordinates (+0.5 convention)
+    for o in origins:
+        covered = np.nonzero((centres >= o) & (centres < o + window))[0]
+        a, b = (int(covered[0]), int(covered[-1]) + 1) if covered.size else (0, 0)
+        src = (centres[a:b] - o) * (map_size / window) - 0.5
+        src = np.clip(src, 0.0, map_size - 1.0)
+        lo = np.floor(src).astype(np.intp)
+        frac = (src - lo).astype(np.float32)
+        hi = np.minimum(lo + 1, map_size - 1)
+        if np.any(frac != 0) or (b > a and np.any(np.diff(lo) != 1)):
+            integral = False
+        starts.append(a)
+        stops.append(b)
+        los.append(lo)
+        his.append(hi)
+        fracs.append(frac)
+    return _AxisSampling(tuple(starts), tuple(stops), tuple(los), tuple(his), tuple(fracs), integral)
+
+
+@dataclass(frozen=True)
+class TilingPlan:
+    """How one frame size is cut into windows. Stateless and hashable: cache it per frame size.
+
+    ``window=None`` means no tiling: the whole frame is one tile (resized by the preprocess).
+    """
+
+    height: int
+    width: int
+    window: int | None = 1024
+    overlap: float = 0.1
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.height <= 0 or self.width <= 0:
+            raise InputError(f"frame size must be positive, got {self.height}x{self.width}")
+        if self.window is not None and self.window <= 0:
+            raise InputError(f"tiling window must be positive, got {self.window}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise InputError(f"tiling overlap must be in [0, 1), got {self.overlap}")
+
+    @property
+    def tile_hw(self) -> tuple[int, int]:
+        """Height and width of one tile in frame pixels."""
+        if self.window is None:
+            return self.height, self.width
+        return self.window, self.window
+
+    @cached_property
+    def step(self) -> int:
+        """Distance between tile origins (RoBiS: ``int(window * (1 - overlap))``)."""
+        if self.window is None:
+            return max(self.height, self.width)
+        return max(1, int(self.window * (1 - self.overlap)))
+
+    @cached_property
+    def origins_y(self) -> tuple[int, ...]:
+        return tile_origins(self.height, self.tile_hw[0], self.step)
+
+    @cached_property
+    def origins_x(self) -> tuple[int, ...]:
+        return tile_origins(self.width, self.tile_hw[1], self.step)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Number of tile rows and columns."""
+        return len(self.origins_y), len(self.origins_x)
+
+    @property
+    def num_tiles(self) -> int:
+        return len(self.origins_y) * len(self.origins_x)
+
+    def tile_boxes(self) -> list[tuple[int, int, int, int]]:
+        """(y0, x0, y1, x1) of every tile in frame pixels, row-major; may extend past the frame."""
+        th, tw = self.tile_hw
+        return [(y, x, y + th, x + tw) for y in self.origins_y for x in self.origins_x]
+
+    def extract(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Cut ``frame`` (H×W or H×W×C) into a (N, th, tw[, C]) stack, zero-padded bottom/right."""
+        if frame.shape[:2] != (self.height, self.width):
+            raise InputError(f"frame is {frame.shape[1]}x{frame.shape[0]} but the plan is for "
+                             f"{self.width}x{self.height}")
+        th, tw = self.tile_hw
+        shape = (self.num_tiles, th, tw) + frame.shape[2:]
+        if out is None:
+            out = np.empty(shape, dtype=frame.dtype)
+        for i, (y0, x0, y1, x1) in enumerate(self.tile_boxes()):
+            part = frame[y0:y1, x0:x1]
+            h, w = part.shape[:2]
+            out[i, :h, :w] = part
+            if h < th:
+                out[i, h:] = 0
+            if w < tw:
+                out[i, :h, w:] = 0
+        return out
+
+    def map_scale(self, map_size: int) -> float:
+        """Natural scale of the merged map: tile-map pixels per frame pixel (256/1024 = 1/4)."""
+        return map_size / self.tile_hw[0]
+
+    def merged_shape(self, scale: float) -> tuple[int, int]:
+        """Merged-map size at ``scale`` (floor, as RoBiS' ``int(D / 4)``)."""
+        return max(1, int(self.height * scale + 1e-9)), max(1, int(self.width * scale + 1e-9))
+
+    def _sampling(self, map_size: int, scale: float) -> tuple[_AxisSampling, _AxisSampling]:
+        key = (map_size, scale)
+        hit = self._cache.get(key)
+        if hit is None:
+            if self.window is None and self.height != self.width:
+                raise InputError("untiled non-square frames have no square tile map; use tiling")
+            oh, ow = self.merged_shape(scale)
+            th, tw = self.tile_hw
+            hit = (_axis_sampling(self.origins_y, th, map_size, oh, scale),
+                   _axis_sampling(self.origins_x, tw, map_size, ow, scale))
+            self._cache[key] = hit
+        return hit
+
+    def merge(self, tile_maps: np.ndarray, scale: float | None = None) -> np.ndarray:
+        """Average per-tile maps (N, M, M) into one float32 map of the frame at ``scale``.
+
+        ``scale`` defaults to the natural scale M / window. Overlaps are averaged with equal
+        weights, as RoBiS does.
+        """
+        maps = np.asarray(tile_maps)
+        if maps.ndim == 4 and maps.shape[1] == 1:
+            maps = maps[:, 0]
+        if maps.ndim != 3 or maps.shape[0] != self.num_tiles or maps.shape[1] != maps.shape[2]:
+            raise InputError(f"expected {self.num_tiles} square tile maps (N, M, M), got {maps.shape}")
+        m = maps.shape[1]
+        scale = self.map_scale(m) if scale is None else float(scale)
+        sy, sx = self._sampling(m, scale)
+        out = np.zeros(self.merged_shape(scale), dtype=np.float32)
+        count = np.zeros_like(out)
+        nx = len(self.origins_x)
+        for i in range(self.num_tiles):
+            iy, ix = divmod(i, nx)
+            ya, yb, xa, xb = sy.starts[iy], sy.stops[iy], sx.starts[ix], sx.stops[ix]
+            if yb <= ya or xb <= xa:
+                continue
+            tile = maps[i].astype(np.float32, copy=False)
+            if sy.integral and sx.integral:
+                block = tile[sy.lo[iy][0]:sy.lo[iy][-1] + 1, sx.lo[ix][0]:sx.lo[ix][-1] + 1]
+            else:
+                block = _bilinear_take(tile, sy.lo[iy], sy.hi[iy], sy.frac[iy],
+                                       sx.lo[ix], sx.hi[ix], sx.frac[ix])
+            out[ya:yb, xa:xb] += block
+            count[ya:yb, xa:xb] += 1.0
+        out /= count
+        return out
+
+
+def _bilinear_take(tile: np.ndarray, ylo: np.ndarray, yhi: np.ndarray, fy: np.ndarray,
+                   xlo: np.ndarray, xhi: np.ndarray, fx: np.ndarray) -> np.ndarray:
+    """Separable linear interpolation of ``tile`` at precomputed rows/columns."""
+    rows = tile[ylo] * (1.0 - fy)[:, None] + tile[yhi] * fy[:, None]
+    return rows[:, xlo] * (1.0 - fx)[None, :] + rows[:, xhi] * fx[None, :]

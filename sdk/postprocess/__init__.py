@@ -1,0 +1,1 @@
+"""Post-processing of merged anomaly maps: statistics scopes, binarisation, morphology."""

@@ -1,0 +1,158 @@
+"""Statistics scopes of the post-processing, kept explicit (never mixed silently).
+
+- ``batch``: computed over a set of maps exactly as RoBiS does offline over a class split.
+- ``calibrated``: the same numbers frozen in the bundle (``bundle.json`` ``calibration``).
+- ``rolling``: a window of recent frames, from per-frame sums (float64).
+
+Two kinds of numbers exist. :class:`NormStats` normalises raw tile maps to 0..255 (global
+min/max over all raw tile maps, padded tiles included). :class:`BinStats` drives
+binarisation of the normalised merged maps (MEBin search range from the per-map maxima;
+mean and population std over every pixel of every map, on the 0..1 scale, float32).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..errors import CalibrationError, InputError
+
+Scope = Literal["batch", "calibrated", "rolling"]
+SCOPES: tuple[str, ...] = ("batch", "calibrated", "rolling")
+NORM_EPS = 1e-8  # RoBiS: (a - min) / (max - min + 1e-8) * 255
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Raw tile-map range used to bring model output to 0..255."""
+
+    amap_min: float
+    amap_max: float
+
+    def normalise(self, raw: np.ndarray, clip: bool = True) -> np.ndarray:
+        """RoBiS tile normalisation in float32; clipped to [0, 255] for streaming scopes."""
+        lo = np.float32(self.amap_min)
+        scale = np.float32(self.amap_max) - lo + np.float32(NORM_EPS)
+        out = (np.asarray(raw, dtype=np.float32) - lo) / scale * np.float32(255.0)
+        if clip:
+            np.clip(out, 0.0, 255.0, out=out)
+        return out
+
+    @classmethod
+    def from_tile_maps(cls, raw_maps: list[np.ndarray] | np.ndarray) -> NormStats:
+        """Batch scope: global min and max over all raw tile maps."""
+        arrs = [np.asarray(m) for m in (raw_maps if isinstance(raw_maps, list) else [raw_maps])]
+        if not arrs or any(a.size == 0 for a in arrs):
+            raise InputError("no tile maps to compute normalisation statistics from")
+        return cls(float(min(np.float32(a.min()) for a in arrs)),
+                   float(max(np.float32(a.max()) for a in arrs)))
+
+
+@dataclass(frozen=True)
+class BinStats:
+    """Dataset-level numbers of the binarisation (RoBiS computes them over the test split)."""
+
+    mebin_min_th: float
+    mebin_max_th: float
+    ms_mean: float  # mean of map / 255 over all pixels (float32 value)
+    ms_std: float  # population std of map / 255 (float32 value)
+    n_maps: int = 0
+
+    def meanstd_threshold(self, k: float = 3.0) -> np.float32:
+        """RoBiS' ``(mean + 3 * std) * 255`` in float32, in map units."""
+        return np.float32(np.float32(self.ms_mean) + np.float32(k) * np.float32(self.ms_std)) * np.float32(255)
+
+    @classmethod
+    def from_maps(cls, maps: list[np.ndarray]) -> BinStats:
+        """Batch scope, exactly as RoBiS: maxima in the maps' dtype; mean/std in float32 over
+        all pixels of all maps (maps of different sizes are concatenated)."""
+        if not maps:
+            raise InputError("no maps to compute binarisation statistics from")
+        maxima = [np.max(m) for m in maps]
+        flat = np.concatenate([np.asarray(m).reshape(-1) for m in maps], dtype=np.float32)
+        flat /= np.float32(255.0)
+        return cls(float(min(maxima)), float(max(maxima)), float(flat.mean()), float(flat.std()),
+                   len(maps))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Frozen statistics of the ``calibrated`` scope, as stored in ``bundle.json``."""
+
+    norm: NormStats | None
+    bins: BinStats
+    n_images: int = 0
+    n_defective: int | None = None
+    source: str = ""
+    created: str = ""
+
+    def to_json(self) -> dict:
+        d = {"scope": "calibrated", "n_images": self.n_images, "n_defective": self.n_defective,
+             "source": self.source, "created": self.created}
+        if self.norm is not None:
+            d.update(asdict(self.norm))
+        d.update({k: v for k, v in asdict(self.bins).items() if k != "n_maps"})
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Calibration:
+        try:
+            norm = NormStats(float(d["amap_min"]), float(d["amap_max"])) if "amap_min" in d else None
+            bins = BinStats(float(d["mebin_min_th"]), float(d["mebin_max_th"]),
+                            float(d["ms_mean"]), float(d["ms_std"]), int(d.get("n_images", 0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"bundle calibration is incomplete or malformed ({exc!r}); "
+                                   "re-run `robis-edge calibrate`") from exc
+        return cls(norm, bins, int(d.get("n_images", 0)), d.get("n_defective"),
+                   str(d.get("source", "")), str(d.get("created", "")))
+
+
+@dataclass
+class _FrameSums:
+    tile_min: float
+    tile_max: float
+    raw_max: float
+    total: float
+    total_sq: float
+    count: int
+
+
+class RollingStats:
+    """Statistics over the last ``window`` frames, derived from per-frame raw sums.
+
+    Because tile normalisation is affine and the current frame is inside the window (no
+    clipping), the normalised statistics follow from raw ones: this equals the batch scope
+    over the same frames up to float rounding (float64 sums instead of numpy's float32
+    pairwise sums). Not thread-safe: the Inspector guards it.
+    """
+
+    def __init__(self, window: int = 64) -> None:
+        if window < 1:
+            raise InputError(f"rolling window must be >= 1 frame, got {window}")
+        self.window = window
+        self._frames: deque[_FrameSums] = deque(maxlen=window)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def update(self, raw_tiles: np.ndarray, raw_merged: np.ndarray) -> None:
+        m = np.asarray(raw_merged, dtype=np.float64)
+        self._frames.append(_FrameSums(float(np.min(raw_tiles)), float(np.max(raw_tiles)),
+                                       float(m.max()), float(m.sum()), float(np.square(m).sum()), m.size))
+
+    def current(self) -> tuple[NormStats, BinStats]:
+        if not self._frames:
+            raise CalibrationError("rolling statistics are empty: no frame seen yet")
+        fr = list(self._frames)
+        norm = NormStats(min(f.tile_min for f in fr), max(f.tile_max for f in fr))
+        scale = 255.0 / (norm.amap_max - norm.amap_min + NORM_EPS)
+        n = sum(f.count for f in fr)
+        mean = sum(f.total for f in fr) / n
+        var = max(sum(f.total_sq for f in fr) / n - mean * mean, 0.0)
+        maxima = [(f.raw_max - norm.amap_min) * scale for f in fr]
+        bins = BinStats(min(maxima), max(maxima), (mean - norm.amap_min) * scale / 255.0,
+                        np.sqrt(var) * scale / 255.0, len(fr))
+        return norm, bins
