@@ -42,11 +42,13 @@ class _AxisSampling:
 
 
 def _axis_sampling(origins: tuple[int, ...], window: int, map_size: int, out_size: int,
-                   scale: float) -> _AxisSampling:
+                   scale: float, frame_size: int) -> _AxisSampling:
     starts, stops, los, his, fracs = [], [], [], [], []
     integral = True
     u = np.arange(out_size, dtype=np.float64)
-    centres = (u + 0.5) / scale  # merged-map pixel centres in frame coordinates (+0.5 convention)
+    # Merged-map pixel centres in frame coordinates (+0.5 convention), kept inside the frame so
+    # that some tile always covers them (only matters for odd custom scales on tiny frames).
+    centres = np.minimum((u + 0.5) / scale, frame_size - 0.5)
     for o in origins:
         covered = np.nonzero((centres >= o) & (centres < o + window))[0]
         a, b = (int(covered[0]), int(covered[-1]) + 1) if covered.size else (0, 0)
@@ -157,8 +159,8 @@ class TilingPlan:
                 raise InputError("untiled non-square frames have no square tile map; use tiling")
             oh, ow = self.merged_shape(scale)
             th, tw = self.tile_hw
-            hit = (_axis_sampling(self.origins_y, th, map_size, oh, scale),
-                   _axis_sampling(self.origins_x, tw, map_size, ow, scale))
+            hit = (_axis_sampling(self.origins_y, th, map_size, oh, scale, self.height),
+                   _axis_sampling(self.origins_x, tw, map_size, ow, scale, self.width))
             self._cache[key] = hit
         return hit
 
@@ -199,5 +201,7 @@ class TilingPlan:
 def _bilinear_take(tile: np.ndarray, ylo: np.ndarray, yhi: np.ndarray, fy: np.ndarray,
                    xlo: np.ndarray, xhi: np.ndarray, fx: np.ndarray) -> np.ndarray:
     """Separable linear interpolation of ``tile`` at precomputed rows/columns."""
-    rows = tile[ylo] * (1.0 - fy)[:, None] + tile[yhi] * fy[:, None]
-    return rows[:, xlo] * (1.0 - fx)[None, :] + rows[:, xhi] * fx[None, :]
+    top = tile[ylo]
+    rows = top + (tile[yhi] - top) * fy[:, None]  # a + (b - a)·f: exact where a == b
+    left = rows[:, xlo]
+    return left + (rows[:, xhi] - left) * fx[None, :]

@@ -78,7 +78,8 @@ def binarize(amap: np.ndarray, stats: BinStats | None, cfg: BinarizeConfig) -> B
     """Binarise one merged map (0..255 scale) with statistics of the caller's scope."""
     m = as_map(amap, cfg.precision)
     if cfg.needs_stats and stats is None:
-        raise InputError(f"method {cfg.method!r} needs binarisation statistics (batch, calibrated or rolling)")
+        raise InputError(f"method {cfg.method!r} needs binarisation statistics "
+                         "(batch, calibrated or rolling)")
     eroded = erode_map(m, cfg.mebin.erode_kernel)
     mask = np.zeros(m.shape, dtype=bool)
     thr_mebin, thr_ms, counts = None, None, None

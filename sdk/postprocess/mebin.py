@@ -36,6 +36,14 @@ class MEBinParams:
     min_interval_len: int = 4
     erode_kernel: int = 6
 
+    def __post_init__(self) -> None:
+        if self.sample_rate < 1 or self.sample_rate > 255:
+            raise InputError(f"MEBin sample_rate must be in 1..255, got {self.sample_rate}")
+        if self.min_interval_len < 1:
+            raise InputError(f"MEBin min_interval_len must be >= 1, got {self.min_interval_len}")
+        if self.erode_kernel < 1:
+            raise InputError(f"erode_kernel must be >= 1 (1 = no erosion), got {self.erode_kernel}")
+
     def levels(self) -> np.ndarray:
         """Sweep thresholds, highest first: 255, 255 - rate, ..., > 0."""
         return np.arange(255, 0, -self.sample_rate)
@@ -69,7 +77,8 @@ def search_normalise(values: np.ndarray, min_th, max_th, dtype: type) -> np.ndar
     else:
         def rnd(a: np.ndarray) -> np.ndarray:
             return a
-    norm = rnd(rnd(rnd(v - _F32(lo)) / _F32(rng)) * _F32(255))
+    with np.errstate(over="ignore"):  # float16 overflows to inf exactly as in RoBiS
+        norm = rnd(rnd(rnd(v - _F32(lo)) / _F32(rng)) * _F32(255))
     norm[v < _F32(lo)] = 0.0
     return norm
 

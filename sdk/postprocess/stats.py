@@ -63,7 +63,8 @@ class BinStats:
 
     def meanstd_threshold(self, k: float = 3.0) -> np.float32:
         """RoBiS' ``(mean + 3 * std) * 255`` in float32, in map units."""
-        return np.float32(np.float32(self.ms_mean) + np.float32(k) * np.float32(self.ms_std)) * np.float32(255)
+        t = np.float32(np.float32(self.ms_mean) + np.float32(k) * np.float32(self.ms_std))
+        return t * np.float32(255)
 
     @classmethod
     def from_maps(cls, maps: list[np.ndarray]) -> BinStats:

@@ -1,0 +1,36 @@
+"""``robis-edge``: the one console script. Each command's arguments are defined by the package
+that owns it; heavy dependencies load only when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sdk import __version__
+from sdk import cli as sdk_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robis-edge", description="RoBiS Edge: anomaly detection "
+                                     "on industrial camera frames (see README.md and docs/).")
+    parser.add_argument("--version", action="version", version=f"robis-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sdk_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from sdk.errors import RobisError
+
+    try:
+        return int(args.func(args) or 0)
+    except RobisError as exc:
+        print(f"robis-edge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""ONNX Runtime backend (CPU, CUDA or TensorRT execution provider)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendError
+
+_PROVIDERS = {
+    "ort-cpu": ["CPUExecutionProvider"],
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+INPUT_NAME = "image"
+OUTPUT_NAME = "anomaly_map"
+
+
+def choose_providers(backend: str) -> tuple[list[str], str]:
+    """Execution providers for a backend name, with the reason for the choice."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if backend in _PROVIDERS:
+        wanted = _PROVIDERS[backend]
+        if wanted[0] not in available:
+            raise BackendError(f"backend {backend!r} needs {wanted[0]}, which this onnxruntime "
+                               f"does not have (available: {', '.join(available)}); install the "
+                               "'gpu' extra (onnxruntime-gpu) on a CUDA host, or choose ort-cpu")
+        return wanted, f"requested {backend}"
+    for first in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
+        if first in available:
+            chain = _PROVIDERS["ort-tensorrt" if first.startswith("Tensorrt") else "ort-cuda"]
+            return chain, f"{backend}: {first} is available"
+    return ["CPUExecutionProvider"], (f"{backend}: no GPU execution provider in this onnxruntime "
+                                      f"(available: {', '.join(available)}), running on CPU")
+
+
+class OrtBackend:
+    """Runs an anomaly-map ONNX model (bundle.md contract) with ONNX Runtime."""
+
+    name = "onnxruntime"
+    precision = "fp32"
+
+    def __init__(self, model_path: str, providers: list[str], reason: str, *, input_size: int,
+                 map_size: int, threads: int | None = None, max_batch: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BackendError(f"onnxruntime cannot load {model_path}: {exc}") from exc
+        got = self.session.get_providers()
+        if got[0] != providers[0]:
+            raise BackendError(f"onnxruntime could not start {providers[0]} (session runs on "
+                               f"{got[0]}); refusing to fall back silently — check the CUDA/TensorRT "
+                               "libraries or choose the backend explicitly")
+        self.provider = got[0]
+        self.reason = reason
+        self.input_size, self.map_size = int(input_size), int(map_size)
+        self._check_contract()
+        # A model exported with a fixed batch runs in chunks of exactly that size.
+        self.max_batch = self._fixed_batch or max_batch
+
+    def _check_contract(self) -> None:
+        ins = {i.name: i for i in self.session.get_inputs()}
+        outs = {o.name: o for o in self.session.get_outputs()}
+        if INPUT_NAME not in ins or OUTPUT_NAME not in outs:
+            raise BackendError(f"the model must have input '{INPUT_NAME}' and output '{OUTPUT_NAME}' "
+                               f"(bundle.md); it has inputs {list(ins)} and outputs {list(outs)}")
+        i, o = ins[INPUT_NAME], outs[OUTPUT_NAME]
+        if i.type != "tensor(float)" or o.type != "tensor(float)":
+            raise BackendError(f"input/output must be float32 tensors, got {i.type} / {o.type}")
+        s, m = self.input_size, self.map_size
+        if len(i.shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(i.shape[1:], (3, s, s))):
+            raise BackendError(f"model input 'image' is {i.shape}, the bundle says N×3×{s}×{s}")
+        if len(o.shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(o.shape[1:], (1, m, m))):
+            raise BackendError(f"model output 'anomaly_map' is {o.shape}, the bundle says N×1×{m}×{m}")
+        self._fixed_batch = i.shape[0] if isinstance(i.shape[0], int) else None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        step = self.max_batch or n
+        outs = []
+        for k in range(0, n, step):
+            chunk = batch[k:k + step]
+            real = len(chunk)
+            if self._fixed_batch and real < self._fixed_batch:
+                pad = np.zeros((self._fixed_batch - real, *chunk.shape[1:]), dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            outs.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: chunk})[0][:real])
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        if out.shape != (len(batch), 1, self.map_size, self.map_size):
+            raise BackendError(f"model returned {out.shape}, expected ({len(batch)}, 1, "
+                               f"{self.map_size}, {self.map_size})")
+        if not np.isfinite(out).all():
+            raise BackendError("the model produced NaN or Inf scores for this frame")
+        return out[:, 0]

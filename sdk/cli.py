@@ -1,0 +1,187 @@
+"""The SDK's commands: ``robis-edge binarize`` and ``robis-edge inspect``.
+
+Argument definitions only import the standard library; the work imports numpy/opencv/
+onnxruntime when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the SDK commands to the top-level parser."""
+    p = sub.add_parser("binarize", help="binarise a folder of anomaly maps (RoBiS MEBin ∪ mean+3std)",
+                       description="Reads float16/float32 TIFF or .npy anomaly maps (0..255 scale, any "
+                       "nesting) and writes 0/255 PNG masks with the same relative names, "
+                       "thresholds.json and summary.json. Default scope 'batch': the folder is one "
+                       "class split, exactly as RoBiS binarises it.")
+    p.add_argument("--maps", required=True, type=Path, help="folder of anomaly maps")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--scope", choices=("batch", "calibrated"), default="batch",
+                   help="statistics over this folder (batch) or frozen in --bundle (calibrated)")
+    p.add_argument("--bundle", type=Path, help="bundle whose calibration and settings to use")
+    p.add_argument("--method", choices=("mebin+meanstd", "mebin", "meanstd", "fixed"),
+                   help="binarisation method (default: the bundle's, else mebin+meanstd)")
+    p.add_argument("--fixed-threshold", type=float, help="threshold on the 0..255 scale for --method fixed")
+    p.add_argument("--precision", choices=("float16", "float32"),
+                   help="arithmetic of the maps (default float16, as RoBiS stores them)")
+    p.set_defaults(func=cmd_binarize)
+
+    p = sub.add_parser("inspect", help="run a bundle on image files: masks, overlays, results.jsonl",
+                       description="Runs the full pipeline on one image or a folder of images (any "
+                       "nesting) and writes masks/<name>.png, overlays/<name>.png and results.jsonl.")
+    p.add_argument("--bundle", required=True, type=Path)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", type=Path, help="one image file")
+    src.add_argument("--images", type=Path, help="a folder of images")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
+    p.add_argument("--scope", choices=("calibrated", "rolling", "batch"),
+                   help="statistics: the bundle's calibration (default), recent frames, or this set of "
+                   "images as one batch (RoBiS offline semantics)")
+    p.add_argument("--mask-scale", type=float, help="scale of the written masks (default: map scale, "
+                   "1/4 for RoBiS; 1.0 = full frame)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
+    p.set_defaults(func=cmd_inspect)
+
+
+def _summary_stats(values: list[float]) -> dict:
+    import numpy as np
+
+    if not values:
+        return {}
+    a = np.asarray(values)
+    return {"mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3), "max": round(float(a.max()), 3)}
+
+
+def cmd_binarize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .bundle import Bundle
+    from .errors import InputError
+    from .imageio import MAP_EXTS, find_files, read_map, write_png
+    from .postprocess.binarize import BinarizeConfig, as_map, binarize
+    from .postprocess.stats import BinStats
+
+    t_start = time.perf_counter()
+    bundle = Bundle.load(args.bundle) if args.bundle else None
+    cfg = bundle.binarize_config if bundle else BinarizeConfig()
+    overrides = cfg.to_json()
+    if args.method:
+        overrides["method"] = args.method
+    if args.fixed_threshold is not None:
+        overrides["fixed_threshold"] = args.fixed_threshold
+    if args.precision:
+        overrides["precision"] = args.precision
+    cfg = BinarizeConfig.from_json(overrides)
+    files = find_files(args.maps, MAP_EXTS)
+    if not files:
+        raise InputError(f"no .tif/.tiff/.npy maps under {args.maps}")
+    maps = [as_map(read_map(f), cfg.precision) for f in tqdm(files, desc="read", unit="map", file=sys.stderr)]
+    t_read = time.perf_counter()
+    if not cfg.needs_stats:
+        stats = None
+    elif args.scope == "batch":
+        stats = BinStats.from_maps(maps)
+    else:
+        if bundle is None or bundle.calibration is None:
+            raise InputError("--scope calibrated needs --bundle with a calibration")
+        stats = bundle.calibration.bins
+    t_stats = time.perf_counter()
+    thresholds, per_map = {}, []
+    for f, m in tqdm(list(zip(files, maps)), desc="binarize", unit="map", file=sys.stderr):
+        t0 = time.perf_counter()
+        b = binarize(m, stats, cfg)
+        per_map.append((time.perf_counter() - t0) * 1000.0)
+        rel = f.relative_to(args.maps)
+        write_png(args.out / rel.with_suffix(".png"), b.mask)
+        thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
+                                      "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
+    t_end = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stats_json = None if stats is None else {
+        "mebin_min_th": stats.mebin_min_th, "mebin_max_th": stats.mebin_max_th, "ms_mean": stats.ms_mean,
+        "ms_std": stats.ms_std, "meanstd_threshold": float(stats.meanstd_threshold(cfg.meanstd_k))}
+    (args.out / "thresholds.json").write_text(json.dumps(
+        {"scope": args.scope, "config": cfg.to_json(), "statistics": stats_json, "maps": thresholds},
+        indent=2) + "\n")
+    summary = {"maps": len(files), "scope": args.scope, "method": cfg.method,
+               "timings_ms": {"read": round((t_read - t_start) * 1000, 2),
+                              "statistics": round((t_stats - t_read) * 1000, 2),
+                              "binarize_per_map": _summary_stats(per_map),
+                              "binarize_total": round(sum(per_map), 2),
+                              "total": round((t_end - t_start) * 1000, 2)},
+               "empty_masks": sum(1 for v in thresholds.values() if v["mebin"] is None)}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"binarised {len(files)} maps ({args.scope} scope, {cfg.method}) into {args.out}: "
+          f"{summary['timings_ms']['binarize_per_map'].get('mean', 0):.2f} ms/map")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .errors import InputError, RobisError
+    from .imageio import IMAGE_EXTS, find_files, read_image, write_png
+    from .inspector import Inspector
+    from .overlay import render_overlay
+    from .preprocess import frame_to_rgb8
+
+    if args.image:
+        if not args.image.is_file():
+            raise InputError(f"{args.image}: no such file")
+        files, root = [args.image], args.image.parent
+    else:
+        files, root = find_files(args.images, IMAGE_EXTS), args.images
+        if not files:
+            raise InputError(f"no images ({', '.join(IMAGE_EXTS)}) under {args.images}")
+    batch = args.scope == "batch"
+    insp = Inspector(args.bundle, backend=args.backend, scope="rolling" if batch else args.scope,
+                     mask_scale=args.mask_scale, threads=args.threads)
+    info = insp.describe()
+    info["scope"] = args.scope or insp.scope
+    print(f"bundle {info['bundle']} on {info['backend']}/{info['provider']} ({info['reason']}), "
+          f"scope {info['scope']}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    n_fail = n_err = 0
+    frames: list = []
+    with open(args.out / "results.jsonl", "w", encoding="utf-8") as log:
+        loaded = []
+        for f in files:
+            try:
+                loaded.append((f, *read_image(f)))
+            except InputError as exc:
+                n_err += 1
+                log.write(json.dumps({"file": f.relative_to(root).as_posix(), "verdict": "error",
+                                      "error": str(exc)}) + "\n")
+        if batch:
+            results = insp.inspect_batch([im for _, im, _ in loaded], [c for _, _, c in loaded],
+                                         scope="batch", progress=True)
+            frames = [(f, im, c, r) for (f, im, c), r in zip(loaded, results)]
+        else:
+            frames = loaded
+        for item in tqdm(frames, desc="inspect", unit="image", file=sys.stderr, disable=batch):
+            f, im, color = item[:3]
+            rel = f.relative_to(root)
+            try:
+                r = item[3] if batch else insp.inspect(im, color)
+            except RobisError as exc:
+                n_err += 1
+                log.write(json.dumps({"file": rel.as_posix(), "verdict": "error", "error": str(exc)}) + "\n")
+                continue
+            n_fail += r.verdict == "fail"
+            write_png(args.out / "masks" / rel.with_suffix(".png"), r.mask)
+            if not args.no_overlays:
+                write_png(args.out / "overlays" / rel.with_suffix(".png"),
+                          render_overlay(frame_to_rgb8(im, color), r))
+            log.write(json.dumps({"file": rel.as_posix(), **r.summary()}) + "\n")
+    n = len(files)
+    print(f"inspected {n} image(s): {n - n_fail - n_err} pass, {n_fail} fail, {n_err} error -> {args.out}")
+    return 0 if n_err == 0 else 1

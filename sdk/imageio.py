@@ -1,0 +1,69 @@
+"""Reading frames and anomaly maps from files, writing masks. Errors are typed InputErrors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAP_EXTS = (".tif", ".tiff", ".npy")
+
+
+def find_files(root: str | os.PathLike, exts: tuple[str, ...]) -> list[Path]:
+    """Files under ``root`` (any nesting) with one of ``exts``, sorted by relative path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a directory")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """A frame from an image file and its colour order: (array, 'gray' | 'bgr')."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    if data is None:
+        raise InputError(f"{path}: no such file")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise InputError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: {img.dtype} images are not supported (8- or 16-bit only)")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.ndim == 2 or img.shape[2] == 1:
+        return img.reshape(img.shape[:2]), "gray"
+    return img, "bgr"
+
+
+def read_map(path: str | os.PathLike) -> np.ndarray:
+    """An anomaly map from a TIFF (float16/float32) or .npy file, as a 2-D array."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        else:
+            import tifffile
+
+            arr = tifffile.imread(p)
+    except Exception as exc:  # tifffile/numpy raise many types for bad files
+        raise InputError(f"{p}: cannot read anomaly map ({exc})") from exc
+    arr = np.squeeze(arr)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"{p}: an anomaly map must be a 2-D float array, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write a PNG, creating folders; atomic (temporary file + rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise InputError(f"cannot encode {p} as PNG")
+    tmp = p.with_name(f".{p.name}.tmp")
+    buf.tofile(str(tmp))
+    os.replace(tmp, p)

@@ -1,0 +1,250 @@
+"""Inspector: one frame in, mask + regions + verdict out. The one pipeline code path.
+
+frame → RGB8 → tiling plan → per-tile preprocess → batched model → normalise → merge
+→ binarise (scope statistics) → morphology → ROI → regions → verdict.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .backends import create_backend
+from .bundle import Bundle
+from .errors import CalibrationError, InputError
+from .geometry import TilingPlan
+from .postprocess.binarize import as_map, binarize
+from .postprocess.morphology import apply_morphology
+from .postprocess.stats import SCOPES, BinStats, Calibration, NormStats, RollingStats
+from .preprocess import TilePreprocessor, frame_to_rgb8
+from .verdict import Region, decide, find_regions, roi_slices
+
+
+@dataclass
+class Result:
+    """Everything the pipeline says about one frame."""
+
+    verdict: str  # "pass" | "fail"
+    reason: str
+    score: float  # max of the merged 0..255 map (inside the ROI)
+    regions: list[Region]
+    mask: np.ndarray  # uint8 0/255 at ``mask_scale``
+    anomaly_map: np.ndarray  # float32 0..255 at ``map_scale``
+    map_scale: float
+    mask_scale: float
+    frame_hw: tuple[int, int]
+    scope: str
+    thresholds: dict = field(default_factory=dict)
+    timings_ms: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """JSON-ready description (no arrays)."""
+        return {"verdict": self.verdict, "reason": self.reason, "score": round(self.score, 4),
+                "regions": [r.to_json() for r in self.regions], "frame_hw": list(self.frame_hw),
+                "map_scale": self.map_scale, "mask_scale": self.mask_scale, "scope": self.scope,
+                "thresholds": self.thresholds,
+                "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
+
+
+@dataclass
+class _Raw:
+    """A frame after the model: raw tile maps and its plan."""
+
+    plan: TilingPlan
+    tiles: np.ndarray  # (N, M, M) raw scores
+    timings: dict
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+class Inspector:
+    """Runs a bundle on frames. Thread-safe: ``inspect`` may be called from several threads.
+
+    ``scope`` picks the statistics of the post-processing: ``"calibrated"`` (the bundle's frozen
+    numbers; the default when the bundle is calibrated) or ``"rolling"`` (the last
+    ``rolling_window`` frames). ``inspect_batch(..., scope="batch")`` reproduces RoBiS' offline
+    semantics over a set of frames.
+    """
+
+    def __init__(self, bundle: Bundle | str | Path, backend: str = "auto", *, scope: str | None = None,
+                 rolling_window: int = 64, mask_scale: float | None = None, threads: int | None = None,
+                 max_batch: int | None = None) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.preprocess_spec = self.bundle.preprocess
+        self.window, self.overlap = self.bundle.tiling
+        self.map_size = self.bundle.map_size
+        self.backend = create_backend(str(self.bundle.model_path), input_size=self.preprocess_spec.size,
+                                      map_size=self.map_size, backend=backend, threads=threads,
+                                      max_batch=max_batch)
+        self.binarize_config = self.bundle.binarize_config
+        self.morphology = self.bundle.morphology
+        self.verdict_spec = self.bundle.verdict
+        self.mask_scale = mask_scale
+        self.calibration = self.bundle.calibration
+        if scope is None:
+            if self.calibration is None:
+                raise CalibrationError(
+                    f"bundle {self.bundle.name!r} has no calibration: run `robis-edge calibrate`, or "
+                    "choose scope='rolling' (recent frames) or inspect_batch(scope='batch')")
+            scope = "calibrated"
+        if scope not in ("calibrated", "rolling"):
+            raise InputError(f"Inspector scope must be 'calibrated' or 'rolling' (got {scope!r}); "
+                             "'batch' is a property of inspect_batch")
+        if scope == "calibrated" and (self.calibration is None or self.calibration.norm is None):
+            raise CalibrationError(f"scope 'calibrated' needs the bundle's calibration with amap_min/"
+                                   f"amap_max; {self.bundle.name!r} has none (run `robis-edge calibrate`)")
+        self.scope = scope
+        self._rolling = RollingStats(rolling_window)
+        self._lock = threading.Lock()
+        self._plans: dict[tuple[int, int], TilingPlan] = {}
+        self._pre: dict[tuple[int, int], TilePreprocessor] = {}
+
+    # -- building blocks --------------------------------------------------------------
+    def plan(self, height: int, width: int) -> TilingPlan:
+        """The (cached) tiling plan of a frame size."""
+        key = (height, width)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans.setdefault(key, TilingPlan(height, width, self.window, self.overlap))
+        return plan
+
+    def _preprocessor(self, tile_hw: tuple[int, int]) -> TilePreprocessor:
+        pre = self._pre.get(tile_hw)
+        if pre is None:
+            pre = self._pre.setdefault(tile_hw, TilePreprocessor(self.preprocess_spec, tile_hw))
+        return pre
+
+    def _infer(self, image: np.ndarray, color: str | None) -> _Raw:
+        t0 = time.perf_counter()
+        rgb = frame_to_rgb8(image, color)
+        plan = self.plan(*rgb.shape[:2])
+        if plan.window is None and plan.height != plan.width:
+            raise InputError("this bundle does not tile (window null) and needs square frames; "
+                             f"got {plan.width}x{plan.height}")
+        batch = self._preprocessor(plan.tile_hw)(plan.extract(rgb))
+        t1 = time.perf_counter()
+        tiles = self.backend.run(batch)
+        return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": _ms(t1)})
+
+    def _merge(self, raw: _Raw, norm: NormStats, clip: bool) -> np.ndarray:
+        return raw.plan.merge(norm.normalise(raw.tiles, clip=clip), self.bundle.map_scale)
+
+    def _finish(self, raw: _Raw, merged: np.ndarray, bins: BinStats | None, scope: str,
+                t_merge: float) -> Result:
+        timings = dict(raw.timings)
+        timings["merge"] = t_merge
+        t0 = time.perf_counter()
+        amap = as_map(merged, self.binarize_config.precision)
+        b = binarize(amap, bins, self.binarize_config)
+        mask = apply_morphology(b.mask, self.morphology.closing, self.morphology.fill_holes)
+        scale = raw.plan.map_scale(self.map_size) if self.bundle.map_scale is None else self.bundle.map_scale
+        rows, cols = roi_slices(self.verdict_spec.roi, scale, mask.shape)
+        if self.verdict_spec.roi is not None:
+            inside = np.zeros_like(mask)
+            inside[rows, cols] = mask[rows, cols]
+            mask = inside
+        timings["binarize"] = _ms(t0)
+        t1 = time.perf_counter()
+        frame_hw = (raw.plan.height, raw.plan.width)
+        view = merged[rows, cols]
+        score = float(view.max()) if view.size else 0.0
+        regions = find_regions(mask, merged, scale, frame_hw)
+        verdict, reason = decide(regions, score, self.verdict_spec)
+        out_mask, mask_scale = mask, scale
+        if self.mask_scale is not None and not math.isclose(self.mask_scale, scale):
+            mask_scale = float(self.mask_scale)
+            size = (max(1, round(frame_hw[1] * mask_scale)), max(1, round(frame_hw[0] * mask_scale)))
+            out_mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        timings["regions"] = _ms(t1)
+        thresholds = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold}
+        if self.binarize_config.method == "fixed":
+            thresholds["fixed"] = self.binarize_config.fixed_threshold
+        return Result(verdict, reason, score, regions, out_mask, merged, scale, mask_scale, frame_hw,
+                      scope, thresholds, timings)
+
+    # -- public API ------------------------------------------------------------------
+    def inspect(self, image: np.ndarray, color: str | None = None) -> Result:
+        """Inspect one frame (uint8/uint16; gray, BGR or RGB; any size)."""
+        t_start = time.perf_counter()
+        raw = self._infer(image, color)
+        t0 = time.perf_counter()
+        if self.scope == "rolling":
+            with self._lock:
+                self._rolling.update(raw.tiles, raw.plan.merge(raw.tiles, self.bundle.map_scale))
+                norm, bins = self._rolling.current()
+            merged = self._merge(raw, norm, clip=False)
+        else:
+            cal = self.calibration
+            merged = self._merge(raw, cal.norm, clip=True)
+            bins = cal.bins
+        result = self._finish(raw, merged, bins, self.scope, _ms(t0))
+        result.timings_ms["total"] = _ms(t_start)
+        return result
+
+    def inspect_batch(self, images: Sequence[np.ndarray], colors: Sequence[str | None] | None = None,
+                      scope: str | None = None, progress: bool = False) -> list[Result]:
+        """Inspect several frames. ``scope="batch"`` computes all statistics over these frames,
+        exactly as RoBiS does over a class split; otherwise each frame goes through ``inspect``."""
+        scope = scope or self.scope
+        if scope not in SCOPES:
+            raise InputError(f"unknown scope {scope!r}; choose one of {SCOPES}")
+        colors = list(colors) if colors is not None else [None] * len(images)
+        if len(colors) != len(images):
+            raise InputError("colors must have one entry per image")
+        if scope != "batch":
+            return [self.inspect(im, c) for im, c in _progress(zip(images, colors), len(images), progress)]
+        raws, merged_maps, norm, bins, t_merge = self._batch_statistics(images, colors, progress)
+        results = []
+        for raw, merged in zip(raws, merged_maps):
+            r = self._finish(raw, merged, bins, "batch", t_merge)
+            r.timings_ms["total"] = sum(r.timings_ms.values())
+            results.append(r)
+        return results
+
+    def calibrate(self, images: Iterable[np.ndarray], colors: Sequence[str | None] | None = None,
+                  source: str = "", n_defective: int | None = None, progress: bool = False) -> Calibration:
+        """Batch-scope statistics over ``images``, ready to freeze in the bundle."""
+        images = list(images)
+        colors = list(colors) if colors is not None else [None] * len(images)
+        _, _, norm, bins, _ = self._batch_statistics(images, colors, progress)
+        return Calibration(norm, bins, len(images), n_defective, source,
+                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def _batch_statistics(self, images, colors, progress):
+        if len(images) == 0:
+            raise InputError("no images given")
+        raws = [self._infer(im, c) for im, c in _progress(zip(images, colors), len(images), progress)]
+        t0 = time.perf_counter()
+        norm = NormStats.from_tile_maps([r.tiles for r in raws])
+        merged_maps = [self._merge(r, norm, clip=False) for r in raws]
+        prec = self.binarize_config.precision
+        bins = BinStats.from_maps([as_map(m, prec) for m in merged_maps])
+        return raws, merged_maps, norm, bins, _ms(t0) / len(raws)
+
+    def set_calibration(self, cal: Calibration) -> None:
+        """Use new calibrated statistics from now on (does not write the bundle)."""
+        with self._lock:
+            self.calibration = cal
+
+    def describe(self) -> dict:
+        """What runs: backend, provider, precision, the reason, scope and bundle."""
+        return {"bundle": self.bundle.name, "model_sha256": self.bundle.model_sha256[:12],
+                "backend": self.backend.name, "provider": self.backend.provider,
+                "precision": self.backend.precision, "reason": self.backend.reason, "scope": self.scope}
+
+
+def _progress(it, total: int, enabled: bool):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, unit="frame")

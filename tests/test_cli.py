@@ -1,0 +1,121 @@
+"""The robis-edge commands, run in-process as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from edge_runtime.cli import main
+from sdk.postprocess.stats import BinStats, Calibration, NormStats
+
+
+def test_binarize_golden_folder_nested(tmp_path):
+    src = shared_path("golden", "post", "binarize")
+    maps = tmp_path / "maps" / "walnuts" / "test_public"
+    for i, f in enumerate(sorted((src / "maps").glob("*.tiff"))):
+        dst = maps / ("good" if i < 8 else "bad") / f.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst)
+    out = tmp_path / "out"
+    assert main(["binarize", "--maps", str(tmp_path / "maps"), "--out", str(out)]) == 0
+    ref = json.loads((src / "ref.json").read_text())
+    th = json.loads((out / "thresholds.json").read_text())
+    got = [v["mebin"] if v["mebin"] is not None else 255 for _, v in sorted(th["maps"].items(),
+                                                                                key=lambda kv: kv[0][-8:])]
+    assert got == ref["mebin_thresholds"]
+    assert th["statistics"]["mebin_min_th"] == ref["mebin_min_th"]
+    for i, f in enumerate(sorted((src / "ref_masks").glob("*.png"))):
+        mine = cv2.imread(str(out / "walnuts" / "test_public" / ("good" if i < 8 else "bad") / f.name), 0)
+        assert np.array_equal(mine, cv2.imread(str(f), 0)), f.name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["maps"] == 16 and summary["timings_ms"]["binarize_per_map"]["mean"] > 0
+
+
+def test_binarize_npy_fixed_and_calibrated(tmp_path, make_bundle):
+    rng = np.random.default_rng(0)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(3):
+        smooth = cv2.GaussianBlur(rng.random((40, 50)), (0, 0), 2)
+        np.save(maps / f"m{i}.npy", (smooth * 255).astype(np.float32))
+    out = tmp_path / "fixed"
+    assert main(["binarize", "--maps", str(maps), "--out", str(out), "--method", "fixed",
+                 "--fixed-threshold", "128", "--precision", "float32"]) == 0
+    m = np.load(maps / "m0.npy")
+    expect = cv2.erode(((m > 128) * 255).astype(np.uint8), np.ones((6, 6), np.uint8))
+    assert np.array_equal(cv2.imread(str(out / "m0.png"), 0), expect)
+    bundle = make_bundle()
+    bundle.set_calibration(Calibration(NormStats(0, 1), BinStats(100.0, 200.0, 0.4, 0.1), 3))
+    bundle.save()
+    assert main(["binarize", "--maps", str(maps), "--out", str(tmp_path / "cal"), "--scope", "calibrated",
+                 "--bundle", str(bundle.root)]) == 0
+    th = json.loads((tmp_path / "cal" / "thresholds.json").read_text())
+    assert th["statistics"]["mebin_max_th"] == 200.0
+    # no bundle with calibrated scope: a clear error, exit code 2
+    assert main(["binarize", "--maps", str(maps), "--out", str(tmp_path / "x"), "--scope", "calibrated"]) == 2
+
+
+def test_binarize_empty_folder_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["binarize", "--maps", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no .tif" in capsys.readouterr().err
+
+
+def test_inspect_magnetic_tiles_odd_sized_gray(tmp_path, demo_bundle):
+    """Real industrial images (odd sizes, grayscale JPEG) through `inspect`."""
+    data = shared_path("data", "magnetic_tile")
+    imgs = tmp_path / "imgs"
+    for cls in ("MT_Free", "MT_Blowhole", "MT_Crack"):
+        for f in sorted((data / cls / "Imgs").glob("*.jpg"))[:2]:
+            (imgs / cls).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, imgs / cls / f.name)
+    (imgs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "out"
+    rc = main(["inspect", "--bundle", str(demo_bundle), "--images", str(imgs), "--out", str(out),
+               "--backend", "ort-cpu"])
+    assert rc == 1  # one unreadable file; the others were processed
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 7
+    errors = [x for x in lines if x["verdict"] == "error"]
+    assert len(errors) == 1 and errors[0]["file"] == "broken.jpg"
+    for x in lines:
+        if x["verdict"] == "error":
+            continue
+        src = cv2.imread(str(imgs / x["file"]), cv2.IMREAD_UNCHANGED)
+        assert src.ndim == 2 and x["frame_hw"] == list(src.shape)
+        mask = cv2.imread(str(out / "masks" / x["file"].replace(".jpg", ".png")), 0)
+        assert mask is not None and set(np.unique(mask)) <= {0, 255}
+        ov = cv2.imread(str(out / "overlays" / x["file"].replace(".jpg", ".png")))
+        assert ov.shape[:2] == src.shape
+
+
+def test_inspect_batch_scope_and_single_image(tmp_path, demo_bundle):
+    from sdk.synthetic import make_frames
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for f in make_frames(3, 600, 700, seed=2):
+        cv2.imwrite(str(imgs / f"{f.name}.png"), f.image)
+    assert main(["inspect", "--bundle", str(demo_bundle), "--images", str(imgs), "--out",
+                 str(tmp_path / "b"), "--scope", "batch", "--no-overlays"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
+    assert [x["scope"] for x in lines] == ["batch"] * 3
+    assert not (tmp_path / "b" / "overlays").exists()
+    one = sorted(imgs.iterdir())[0]
+    assert main(["inspect", "--bundle", str(demo_bundle), "--image", str(one), "--out",
+                 str(tmp_path / "s"), "--mask-scale", "1"]) == 0
+    mask = cv2.imread(str(tmp_path / "s" / "masks" / one.name), 0)
+    assert mask.shape == (600, 700)
+
+
+def test_help_for_every_command(capsys):
+    for cmd in ("binarize", "inspect"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: robis-edge " + cmd in capsys.readouterr().out
