@@ -120,13 +120,20 @@ class _AxisPlan:
                 dst[r0:r1, c0:c1] = a
 
 
-def _transpose(img: np.ndarray) -> np.ndarray:
-    """(A, B, C) -> C-contiguous (B, A, C)."""
+def _transpose(img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(A, B, C) -> (B, A, C), into ``out`` (C-contiguous) when given."""
     a, b, c = img.shape
+    if out is None:
+        out = np.empty((b, a, c), np.uint8)
     if cv2 is not None and c in _CV2_CHANNELS and a > 0 and b > 0:
         src = np.ascontiguousarray(img if c > 1 else img[:, :, 0])
-        return cv2.transpose(src).reshape(b, a, c)
-    return np.ascontiguousarray(img.transpose(1, 0, 2))
+        dst = out if c > 1 else out[:, :, 0]
+        res = cv2.transpose(src, dst=dst)
+        if not np.shares_memory(res, out):  # OpenCV had to allocate: copy back
+            out[...] = res.reshape(b, a, c)
+    else:
+        np.copyto(out, img.transpose(1, 0, 2))
+    return out
 
 
 def _check_hw(name: str, hw: tuple[int, int]) -> tuple[int, int]:
@@ -204,7 +211,7 @@ class BilinearAntialiasResizer:
         h = img.shape[0]
         out_t = np.empty((out_w, h, c), np.uint8)
         horz.resample_rows(_transpose(img).reshape(in_w, -1), out_t.reshape(out_w, -1))
-        out[...] = _transpose(out_t)
+        _transpose(out_t, out)
 
 
 @functools.lru_cache(maxsize=16)

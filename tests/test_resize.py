@@ -211,6 +211,17 @@ def test_input_is_not_modified_and_output_is_fresh():
     assert not np.shares_memory(same, img)
 
 
+def test_numpy_transpose_fallback(monkeypatch):
+    """Without OpenCV (or for channel counts it cannot transpose) numpy does the transposes."""
+    import sdk.resize as resize_module
+
+    monkeypatch.setattr(resize_module, "cv2", None)
+    rng = np.random.default_rng(8)
+    for shape, out_hw in [((70, 90, 3), (33, 41)), ((70, 90), (33, 41)), ((90, 30, 3), (20, 29))]:
+        img = random_image(rng, shape)
+        assert_same(BilinearAntialiasResizer(shape[:2], out_hw)(img), pil_resize(img, out_hw))
+
+
 @FAST
 @given(
     in_h=st.integers(1, 40), in_w=st.integers(1, 40),
