@@ -20,16 +20,19 @@ Pillow in tests/test_resize.py:
 * a pass whose size does not change is skipped; the horizontal pass runs first and only on
   the source rows the vertical pass reads, *except* (Pillow >= 13) when the height shrinks and
   ``in_h - out_h > 2 * (in_w - out_w)``: then the vertical pass runs first. Pillow <= 12 always
-  ran the horizontal pass first; both orders agree whenever this rule picks horizontal-first
-  (e.g. any square-to-square resize).
+  ran the horizontal pass first, so results differ between Pillow versions only where this rule
+  picks vertical-first (never for a square-to-square resize); this module follows Pillow >= 13.
 
 Implementation: each pass is reduced to "resample the rows of a 2-D uint8 array" (the
 horizontal pass works on a transposed copy, made with ``cv2.transpose`` when OpenCV is there).
 Output rows are processed in cache-sized blocks: the taps of a block are gathered as whole
 source rows (``np.take``), multiplied and summed over the taps with one integer ``einsum``
-(int32 cannot overflow: at most ``255 * (2**22 + taps / 2) + 2**21 < 2**31``), then rounded.
-On one core this is ~10 % faster than Pillow itself for 1024x1024 RGB -> 518x518
-(see benchmarks/bench_resize.py).
+(int32 cannot overflow: at most ``255 * (2**22 + taps / 2) + 2**21 < 2**31``; the bound is
+checked per axis), then rounded. On one core this is a little faster than Pillow itself:
+~4.1 ms vs ~4.4 ms per 1024x1024 RGB -> 518x518 tile (benchmarks/bench_resize.py). Slower
+exact alternatives measured on the same tile: per-tap multiply/add ufuncs on the same layout
+~5.7 ms, banded float64 GEMM (exact in float64) ~6.2 ms, fancy-index gathers in the original
+layout without transposes ~17 ms.
 """
 
 from __future__ import annotations
