@@ -23,7 +23,7 @@ from .geometry import TilingPlan
 from .postprocess.binarize import as_map, binarize
 from .postprocess.morphology import apply_morphology
 from .postprocess.stats import SCOPES, BinStats, Calibration, NormStats, RollingStats
-from .preprocess import TilePreprocessor, frame_to_rgb8
+from .preprocess import TilePreprocessor, prepare_frame
 from .verdict import Region, decide, find_regions, roi_slices
 
 
@@ -125,12 +125,12 @@ class Inspector:
 
     def _infer(self, image: np.ndarray, color: str | None) -> _Raw:
         t0 = time.perf_counter()
-        rgb = frame_to_rgb8(image, color)
-        plan = self.plan(*rgb.shape[:2])
+        img = prepare_frame(image, color)  # H×W gray or H×W×3 RGB (a view when possible)
+        plan = self.plan(*img.shape[:2])
         if plan.window is None and plan.height != plan.width:
             raise InputError("this bundle does not tile (window null) and needs square frames; "
                              f"got {plan.width}x{plan.height}")
-        batch = self._preprocessor(plan.tile_hw)(plan.extract(rgb))
+        batch = self._preprocessor(plan.tile_hw)(plan.extract(img))
         t1 = time.perf_counter()
         tiles = self.backend.run(batch)
         return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": _ms(t1)})

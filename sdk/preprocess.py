@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import cv2
 import numpy as np
 
 from .bundle import PreprocessSpec
@@ -21,8 +22,9 @@ Color = Literal["gray", "bgr", "rgb"]
 COLORS: tuple[str, ...] = ("gray", "bgr", "rgb")
 
 
-def frame_to_rgb8(frame: np.ndarray, color: str | None = None) -> np.ndarray:
-    """Return the frame as a C-contiguous H×W×3 uint8 RGB array.
+def prepare_frame(frame: np.ndarray, color: str | None = None) -> np.ndarray:
+    """The frame as uint8 in the model's colour layout: H×W for gray (its three RGB channels
+    would be identical, so they are never materialised), H×W×3 RGB otherwise.
 
     ``color`` is ``"gray"``, ``"bgr"`` or ``"rgb"``; ``None`` means gray for 2-D or
     single-channel frames and BGR (OpenCV's order) for three channels.
@@ -39,24 +41,31 @@ def frame_to_rgb8(frame: np.ndarray, color: str | None = None) -> np.ndarray:
     if frame.ndim == 2:
         if color not in (None, "gray"):
             raise InputError(f"a single-channel frame cannot be {color!r}; pass color='gray'")
-        channels = 1
     elif frame.ndim == 3 and frame.shape[2] == 3:
         if color not in (None, "bgr", "rgb"):
             raise InputError(f"a 3-channel frame cannot be {color!r}; pass color='bgr' or 'rgb'")
-        channels = 3
     else:
         raise InputError(f"frames must be H×W (gray) or H×W×3 (BGR/RGB), got shape {frame.shape}")
     if frame.dtype == np.uint16:
         frame = (frame >> 8).astype(np.uint8)
-    if channels == 1:
-        return np.repeat(frame[:, :, None], 3, axis=2)
-    if color == "rgb":
-        return np.ascontiguousarray(frame)
-    return np.ascontiguousarray(frame[:, :, ::-1])
+    if frame.ndim == 2 or color == "rgb":
+        return frame
+    return frame[:, :, ::-1]
+
+
+def frame_to_rgb8(frame: np.ndarray, color: str | None = None) -> np.ndarray:
+    """The frame as a C-contiguous H×W×3 uint8 RGB array (gray replicated)."""
+    f = prepare_frame(frame, color)
+    return np.repeat(f[:, :, None], 3, axis=2) if f.ndim == 2 else np.ascontiguousarray(f)
 
 
 class TilePreprocessor:
-    """Turns uint8 RGB tiles (N, T, T, 3) into the model input (N, 3, S, S) float32."""
+    """Turns uint8 tiles (N, T, T, 3) RGB or (N, T, T) gray into the model input (N, 3, S, S) float32.
+
+    A gray tile is resized once and feeds all three channels. Normalisation is a per-channel
+    lookup table of the 256 possible values, each computed as ToTensor + Normalize would
+    (``(v / 255 - mean) / std`` in float32), so the result is bit-identical and costs one pass.
+    """
 
     def __init__(self, spec: PreprocessSpec, tile_hw: tuple[int, int]) -> None:
         if spec.resize != "pil_bilinear_antialias":
@@ -66,21 +75,27 @@ class TilePreprocessor:
         self.tile_hw = tuple(tile_hw)
         out = (spec.size, spec.size)
         self._resize = None if self.tile_hw == out else BilinearAntialiasResizer(self.tile_hw, out)
-        order = [0, 1, 2] if spec.channel_order == "RGB" else [2, 1, 0]
-        self._order = order
-        self._mean = np.asarray(spec.mean, dtype=np.float32)
-        self._std = np.asarray(spec.std, dtype=np.float32)
+        self._order = [0, 1, 2] if spec.channel_order == "RGB" else [2, 1, 0]
+        v = np.arange(256, dtype=np.float32) / np.float32(255.0)
+        self._lut = [((v - np.float32(m)) / np.float32(sd)).reshape(256, 1)
+                     for m, sd in zip(spec.mean, spec.std)]
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        if tiles.ndim != 4 or tiles.shape[1:] != (*self.tile_hw, 3) or tiles.dtype != np.uint8:
-            raise InputError(f"expected uint8 tiles of shape (N, {self.tile_hw[0]}, {self.tile_hw[1]}, 3), "
+        gray = tiles.ndim == 3
+        if tiles.dtype != np.uint8 or tiles.shape[1:3] != self.tile_hw or not (
+                gray or (tiles.ndim == 4 and tiles.shape[3] == 3)):
+            raise InputError(f"expected uint8 tiles of shape (N, {self.tile_hw[0]}, {self.tile_hw[1]}[, 3]), "
                              f"got {tiles.dtype} {tiles.shape}")
-        small = tiles if self._resize is None else self._resize(tiles)
+        if self._resize is None:
+            small = tiles
+        elif gray:
+            small = self._resize(tiles[..., None])[..., 0]
+        else:
+            small = self._resize(tiles)
         n, s = small.shape[0], self.spec.size
         out = np.empty((n, 3, s, s), dtype=np.float32)
-        for c_out, c_in in enumerate(self._order):
-            plane = out[:, c_out]
-            np.divide(small[..., c_in], np.float32(255.0), out=plane, dtype=np.float32)
-            plane -= self._mean[c_out]
-            plane /= self._std[c_out]
+        for i in range(n):
+            planes = (small[i],) * 3 if gray else cv2.split(small[i])
+            for c_out, c_in in enumerate(self._order):
+                cv2.LUT(planes[c_in], self._lut[c_out], dst=out[i, c_out])
         return out
