@@ -178,10 +178,14 @@ class Inspector:
         raw = self._infer(image, color)
         t0 = time.perf_counter()
         if self.scope == "rolling":
+            # One merge: normalisation is affine and never clips here (this frame is in the
+            # window), so normalising the merged raw map equals merging normalised tiles up to
+            # float rounding.
+            merged_raw = raw.plan.merge(raw.tiles, self.bundle.map_scale)
             with self._lock:
-                self._rolling.update(raw.tiles, raw.plan.merge(raw.tiles, self.bundle.map_scale))
+                self._rolling.update(raw.tiles, merged_raw)
                 norm, bins = self._rolling.current()
-            merged = self._merge(raw, norm, clip=False)
+            merged = norm.normalise(merged_raw, clip=False)
         else:
             cal = self.calibration
             merged = self._merge(raw, cal.norm, clip=True)

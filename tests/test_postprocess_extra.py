@@ -1,0 +1,133 @@
+"""Morphology, regions and verdict against straightforward implementations; thread safety."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sdk.bundle import VerdictSpec
+from sdk.postprocess.morphology import apply_morphology, close_mask, fill_holes
+from sdk.verdict import Region, decide, find_regions, roi_slices
+
+
+def _fill_holes_oracle(mask: np.ndarray) -> np.ndarray:
+    """Background pixels not 4-connected to the border become foreground (BFS by labelling)."""
+    bg = (mask == 0).astype(np.uint8)
+    n, lab = cv2.connectedComponents(bg, connectivity=4)
+    border = set(lab[0]) | set(lab[-1]) | set(lab[:, 0]) | set(lab[:, -1])
+    out = mask.copy()
+    for i in range(1, n):
+        if i not in border:
+            out[lab == i] = 255
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(3, 40), st.integers(3, 40))
+def test_fill_holes_matches_oracle(seed, h, w):
+    rng = np.random.default_rng(seed)
+    mask = ((rng.random((h, w)) < 0.45) * 255).astype(np.uint8)
+    assert np.array_equal(fill_holes(mask), _fill_holes_oracle(mask))
+
+
+def test_ring_is_filled_and_closing_bridges_gaps():
+    ring = np.zeros((30, 30), np.uint8)
+    cv2.circle(ring, (15, 15), 9, 255, 2)
+    filled = fill_holes(ring)
+    assert filled[15, 15] == 255 and filled[0, 0] == 0
+    gap = np.zeros((20, 20), np.uint8)
+    gap[5:15, 5:9] = 255
+    gap[5:15, 10:14] = 255  # one-pixel gap at column 9
+    assert close_mask(gap, 3)[10, 9] == 255 and close_mask(gap, 0) is gap
+    assert np.array_equal(apply_morphology(gap, 0, False), gap)
+
+
+def _regions_oracle(mask, amap, scale):
+    n, lab = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
+    out = []
+    for i in range(1, n):
+        ys, xs = np.nonzero(lab == i)
+        vals = amap[ys, xs].astype(np.float64)
+        out.append(((math.floor(xs.min() / scale), math.floor(ys.min() / scale),
+                     math.ceil((xs.max() + 1) / scale), math.ceil((ys.max() + 1) / scale)),
+                    round(len(ys) / scale**2), vals.max(), vals.mean()))
+    return sorted(out, key=lambda r: -r[1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_regions_match_oracle(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(5, 60, 2)
+    mask = ((cv2.GaussianBlur(rng.random((h, w)), (0, 0), 1.5) > 0.55) * 255).astype(np.uint8)
+    amap = (rng.random((h, w)) * 255).astype(np.float32)
+    got = find_regions(mask, amap, 0.25, (h * 4, w * 4))
+    want = _regions_oracle(mask, amap, 0.25)
+    assert sorted((r.bbox, r.area_px) for r in got) == sorted((b, a) for b, a, _, _ in want)
+    for r in got:
+        match = [x for x in want if x[0] == r.bbox and x[1] == r.area_px]
+        assert any(np.isclose(r.max, x[2]) and np.isclose(r.mean, x[3]) for x in match)
+
+
+def test_one_pixel_region_and_frame_clipping():
+    mask = np.zeros((10, 10), np.uint8)
+    mask[9, 9] = 255
+    amap = np.zeros((10, 10), np.float32)
+    amap[9, 9] = 77.0
+    (r,) = find_regions(mask, amap, 0.25, (38, 39))  # frame not a multiple of 4: bbox clipped
+    assert r == Region((36, 36, 39, 38), 16, 77.0, 77.0)
+    assert find_regions(np.zeros((4, 4), np.uint8), amap[:4, :4], 0.25, (16, 16)) == []
+
+
+def test_decide_rules():
+    small = Region((0, 0, 4, 4), 16, 200.0, 150.0)
+    assert decide([small], 10.0, VerdictSpec(min_area_px=0))[0] == "fail"
+    assert decide([small], 10.0, VerdictSpec(min_area_px=17))[0] == "pass"
+    assert decide([], 10.0, VerdictSpec(score_threshold=10.0))[0] == "fail"
+    assert decide([], 9.9, VerdictSpec(score_threshold=10.0))[0] == "pass"
+    assert roi_slices((4, 8, 17, 20), 0.25, (100, 100)) == (slice(2, 5), slice(1, 5))
+
+
+def test_inspector_is_thread_safe(make_bundle):
+    from sdk import Inspector
+
+    bundle = make_bundle()
+    insp = Inspector(bundle, backend="ort-cpu", scope="rolling", rolling_window=8)
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((150, 130)) * 255).astype(np.uint8) for _ in range(6)]
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            for f in frames:
+                res = insp.inspect(f)
+                assert res.mask.shape == res.anomaly_map.shape
+        except BaseException as exc:  # noqa: BLE001 - collected for the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(insp._rolling) == 8
+
+
+@pytest.mark.parametrize("closing,holes", [(5, True), (0, True), (7, False)])
+def test_morphology_from_bundle(make_bundle, closing, holes):
+    from sdk import Inspector
+    from sdk.postprocess.stats import BinStats, Calibration, NormStats
+
+    bundle = make_bundle(name=f"m{closing}{holes}")
+    bundle.raw["postprocess"]["morphology"] = {"closing": closing, "fill_holes": holes}
+    bundle.set_calibration(Calibration(NormStats(-3.0, 3.0), BinStats(100.0, 200.0, 0.5, 0.01), 1))
+    frame = np.full((128, 128), 20, np.uint8)
+    cv2.circle(frame, (64, 64), 44, 250, 36)  # ring 9 map px thick survives the 6×6 erosion
+    res = Inspector(bundle, backend="ort-cpu").inspect(frame)
+    assert res.mask[16, 16] == (255 if holes else 0)
