@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -143,12 +144,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if not files:
             raise InputError(f"no images ({', '.join(IMAGE_EXTS)}) under {args.images}")
     batch = args.scope == "batch"
-    insp = Inspector(args.bundle, backend=args.backend, scope="rolling" if batch else args.scope,
-                     mask_scale=args.mask_scale, threads=args.threads)
+    with warnings.catch_warnings():  # the scope reason is printed below instead
+        warnings.simplefilter("ignore")
+        insp = Inspector(args.bundle, backend=args.backend, scope="rolling" if batch else args.scope,
+                         mask_scale=args.mask_scale, threads=args.threads)
     info = insp.describe()
-    info["scope"] = args.scope or insp.scope
-    print(f"bundle {info['bundle']} on {info['backend']}/{info['provider']} ({info['reason']}), "
-          f"scope {info['scope']}", file=sys.stderr)
+    scope = "batch (statistics over these images)" if batch else f"{insp.scope} ({insp.scope_reason})"
+    print(f"bundle {info['bundle']} on {info['backend']}/{info['provider']} ({info['reason']}); "
+          f"scope {scope}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     n_fail = n_err = 0
     frames: list = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +71,9 @@ class Inspector:
     """Runs a bundle on frames. Thread-safe: ``inspect`` may be called from several threads.
 
     ``scope`` picks the statistics of the post-processing: ``"calibrated"`` (the bundle's frozen
-    numbers; the default when the bundle is calibrated) or ``"rolling"`` (the last
-    ``rolling_window`` frames). ``inspect_batch(..., scope="batch")`` reproduces RoBiS' offline
-    semantics over a set of frames.
+    numbers) or ``"rolling"`` (the last ``rolling_window`` frames). Default: calibrated when the
+    bundle is, otherwise rolling with a warning (``scope_reason`` and every Result say which).
+    ``inspect_batch(..., scope="batch")`` reproduces RoBiS' offline semantics over a set of frames.
     """
 
     def __init__(self, bundle: Bundle | str | Path, backend: str = "auto", *, scope: str | None = None,
@@ -90,12 +91,16 @@ class Inspector:
         self.verdict_spec = self.bundle.verdict
         self.mask_scale = mask_scale
         self.calibration = self.bundle.calibration
+        self.scope_reason = f"scope {scope!r} requested"
         if scope is None:
-            if self.calibration is None:
-                raise CalibrationError(
-                    f"bundle {self.bundle.name!r} has no calibration: run `robis-edge calibrate`, or "
-                    "choose scope='rolling' (recent frames) or inspect_batch(scope='batch')")
-            scope = "calibrated"
+            if self.calibration is not None:
+                scope, self.scope_reason = "calibrated", "the bundle is calibrated"
+            else:
+                scope = "rolling"
+                self.scope_reason = (f"bundle {self.bundle.name!r} has no calibration: using statistics of "
+                                     f"the last {rolling_window} frames; run `robis-edge calibrate` to "
+                                     "freeze them")
+                warnings.warn(self.scope_reason, stacklevel=2)
         if scope not in ("calibrated", "rolling"):
             raise InputError(f"Inspector scope must be 'calibrated' or 'rolling' (got {scope!r}); "
                              "'batch' is a property of inspect_batch")
@@ -243,7 +248,8 @@ class Inspector:
         """What runs: backend, provider, precision, the reason, scope and bundle."""
         return {"bundle": self.bundle.name, "model_sha256": self.bundle.model_sha256[:12],
                 "backend": self.backend.name, "provider": self.backend.provider,
-                "precision": self.backend.precision, "reason": self.backend.reason, "scope": self.scope}
+                "precision": self.backend.precision, "reason": self.backend.reason, "scope": self.scope,
+                "scope_reason": self.scope_reason}
 
 
 def _progress(it, total: int, enabled: bool):

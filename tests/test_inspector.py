@@ -197,10 +197,14 @@ def test_bad_frames_raise_input_error(make_bundle, frame, color, msg):
     insp.inspect(np.zeros((70, 70), np.uint8))  # still works afterwards
 
 
-def test_uncalibrated_bundle_needs_an_explicit_scope(make_bundle):
+def test_uncalibrated_bundle_runs_rolling_and_says_so(make_bundle):
     bundle = make_bundle()
+    with pytest.warns(UserWarning, match="no calibration"):
+        insp = Inspector(bundle, backend="ort-cpu")
+    assert insp.scope == "rolling" and "no calibration" in insp.describe()["scope_reason"]
+    assert insp.inspect(np.zeros((70, 70), np.uint8)).scope == "rolling"
     with pytest.raises(CalibrationError, match="calibrate"):
-        Inspector(bundle, backend="ort-cpu")
+        Inspector(bundle, backend="ort-cpu", scope="calibrated")
     with pytest.raises(InputError):
         Inspector(bundle, backend="ort-cpu", scope="batch")
 
