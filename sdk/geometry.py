@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import cv2
 import numpy as np
 
 from .errors import InputError
@@ -144,8 +145,9 @@ class TilingPlan:
         return out
 
     def map_scale(self, map_size: int) -> float:
-        """Natural scale of the merged map: tile-map pixels per frame pixel (256/1024 = 1/4)."""
-        return map_size / self.tile_hw[0]
+        """Natural scale of the merged map: tile-map pixels per frame pixel (256/1024 = 1/4).
+        Untiled frames: map pixels per frame pixel along the longer side."""
+        return map_size / max(self.tile_hw)
 
     def merged_shape(self, scale: float) -> tuple[int, int]:
         """Merged-map size at ``scale`` (floor, as RoBiS' ``int(D / 4)``)."""
@@ -155,8 +157,6 @@ class TilingPlan:
         key = (map_size, scale)
         hit = self._cache.get(key)
         if hit is None:
-            if self.window is None and self.height != self.width:
-                raise InputError("untiled non-square frames have no square tile map; use tiling")
             oh, ow = self.merged_shape(scale)
             th, tw = self.tile_hw
             hit = (_axis_sampling(self.origins_y, th, map_size, oh, scale, self.height),
@@ -177,6 +177,11 @@ class TilingPlan:
             raise InputError(f"expected {self.num_tiles} square tile maps (N, M, M), got {maps.shape}")
         m = maps.shape[1]
         scale = self.map_scale(m) if scale is None else float(scale)
+        if self.window is None and self.height != self.width:
+            # The whole frame was squashed into one square tile (as RoBiS' Resize((S, S)) does):
+            # stretch its map back to the frame's aspect ratio.
+            oh, ow = self.merged_shape(scale)
+            return cv2.resize(maps[0].astype(np.float32), (ow, oh), interpolation=cv2.INTER_LINEAR)
         sy, sx = self._sampling(m, scale)
         out = np.zeros(self.merged_shape(scale), dtype=np.float32)
         count = np.zeros_like(out)

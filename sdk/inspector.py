@@ -132,9 +132,6 @@ class Inspector:
         t0 = time.perf_counter()
         img = prepare_frame(image, color)  # H×W gray or H×W×3 RGB (a view when possible)
         plan = self.plan(*img.shape[:2])
-        if plan.window is None and plan.height != plan.width:
-            raise InputError("this bundle does not tile (window null) and needs square frames; "
-                             f"got {plan.width}x{plan.height}")
         batch = self._preprocessor(plan.tile_hw)(plan.extract(img))
         t1 = time.perf_counter()
         tiles = self.backend.run(batch)

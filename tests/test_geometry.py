@@ -413,5 +413,11 @@ def test_merge_wrong_tile_maps():
 
 
 def test_merge_untiled_non_square_frame():
-    with pytest.raises(InputError):
-        TilingPlan(100, 200, None).merge(np.zeros((1, 32, 32), np.float32))
+    """window=None squashes a non-square frame into one square tile (RoBiS' Resize((S, S)));
+    the map is stretched back to the frame's aspect ratio at M / longer side."""
+    plan = TilingPlan(100, 200, None)
+    out = plan.merge(np.full((1, 32, 32), 3.5, np.float32))
+    assert plan.map_scale(32) == 32 / 200 and out.shape == (16, 32)
+    assert np.array_equal(out, np.full((16, 32), 3.5, np.float32))
+    ramp = np.tile(np.arange(32, dtype=np.float32), (32, 1))
+    assert np.array_equal(plan.merge(ramp[None])[0], ramp[0])

@@ -256,3 +256,11 @@ def test_explicit_gpu_backend_is_never_a_silent_fallback(make_bundle):
         Inspector(make_bundle(), backend="ort-cuda", scope="rolling")
     insp = Inspector(make_bundle(name="u"), backend="auto", scope="rolling")
     assert insp.describe()["provider"] == "CPUExecutionProvider" and "CPU" in insp.describe()["reason"]
+
+
+def test_untiled_bundle_takes_non_square_frames(make_bundle):
+    bundle = make_bundle(window=None)
+    insp = Inspector(bundle, backend="ort-cpu", scope="rolling")
+    res = insp.inspect(np.zeros((60, 90), np.uint8))
+    assert res.anomaly_map.shape == (10, 16) and res.map_scale == 16 / 90
+
