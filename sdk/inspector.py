@@ -203,6 +203,9 @@ class Inspector:
         scope = scope or self.scope
         if scope not in SCOPES:
             raise InputError(f"unknown scope {scope!r}; choose one of {SCOPES}")
+        if scope not in ("batch", self.scope):
+            raise InputError(f"this Inspector runs scope {self.scope!r}; for {scope!r} create one with "
+                             f"scope={scope!r} (or use scope='batch')")
         colors = list(colors) if colors is not None else [None] * len(images)
         if len(colors) != len(images):
             raise InputError("colors must have one entry per image")

@@ -142,6 +142,8 @@ def test_rolling_scope_and_verdict(make_bundle):
         assert res.scope == "rolling" and res.verdict in ("pass", "fail")
         assert (res.verdict == "fail") == bool(res.regions)
     assert len(insp._rolling) == 3
+    with pytest.raises(InputError, match="runs scope 'rolling'"):
+        insp.inspect_batch([np.zeros((70, 70), np.uint8)], scope="calibrated")
 
 
 def test_regions_in_frame_pixels_roi_and_score_threshold(make_bundle):
