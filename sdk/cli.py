@@ -51,6 +51,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
     p.set_defaults(func=cmd_inspect)
 
+    p = sub.add_parser("calibrate", help="freeze streaming statistics of a folder of images into a bundle",
+                       description="Runs the bundle over a folder of images and stores the calibrated "
+                       "statistics (tile normalisation min/max, MEBin search range, mean/std for "
+                       "mean+3std; reference-pipeline §5.3) in bundle.json. The statistics are RoBiS' "
+                       "batch statistics over exactly these images: to reproduce RoBiS' numbers on a "
+                       "split, pass that split's folder. Include defective parts (--defective): with "
+                       "good parts only, the MEBin range collapses. Needs no torch.")
+    p.add_argument("--bundle", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path, help="folder of images (any nesting)")
+    p.add_argument("--defective", type=Path, help="optional folder of defective images to include")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--dry-run", action="store_true", help="print the statistics, do not write the bundle")
+    p.add_argument("--min-images", type=int, default=10, help="warn below this many images (default 10)")
+    p.set_defaults(func=cmd_calibrate)
+
 
 def _summary_stats(values: list[float]) -> dict:
     import numpy as np
@@ -188,3 +204,62 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     n = len(files)
     print(f"inspected {n} image(s): {n - n_fail - n_err} pass, {n_fail} fail, {n_err} error -> {args.out}")
     return 0 if n_err == 0 else 1
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .bundle import Bundle
+    from .errors import InputError
+    from .imageio import IMAGE_EXTS, find_files, read_image
+    from .inspector import Inspector
+
+    bundle = Bundle.load(args.bundle)
+    files = find_files(args.images, IMAGE_EXTS)
+    bad = find_files(args.defective, IMAGE_EXTS) if args.defective else []
+    if not files and not bad:
+        raise InputError(f"no images ({', '.join(IMAGE_EXTS)}) under {args.images}")
+    loaded = [read_image(f) for f in files + bad]  # an unreadable file stops calibration: say which
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the scope does not matter: calibration is batch statistics
+        insp = Inspector(bundle, backend=args.backend, scope="rolling", threads=args.threads)
+    source = str(args.images) + (f" + {args.defective}" if args.defective else "")
+    cal = insp.calibrate([im for im, _ in loaded], [c for _, c in loaded], source=source,
+                         n_defective=len(bad) if args.defective else None, progress=True)
+    b = cal.bins
+    print(f"calibration of {bundle.name!r} on {cal.n_images} images"
+          f"{f' ({len(bad)} defective)' if args.defective else ''}:")
+    print(f"  tile normalisation  amap_min {cal.norm.amap_min:.6g}  amap_max {cal.norm.amap_max:.6g}")
+    print(f"  MEBin search range  {b.mebin_min_th:.4f} .. {b.mebin_max_th:.4f}")
+    print(f"  mean+3std           mean {b.ms_mean:.6f}  std {b.ms_std:.6f}  threshold "
+          f"{float(b.meanstd_threshold(bundle.binarize_config.meanstd_k)):.3f} (0..255)")
+    for warning in calibration_warnings(cal, args.min_images, has_defective=bool(bad)):
+        print(f"  WARNING: {warning}", file=sys.stderr)
+    if args.dry_run:
+        print("dry run: bundle not written")
+        return 0
+    bundle.set_calibration(cal)
+    bundle.save()
+    print(f"written to {bundle.root / 'bundle.json'}")
+    return 0
+
+
+def calibration_warnings(cal, min_images: int, has_defective: bool) -> list[str]:
+    """What is wrong or risky about a calibration set, in words for the person running it."""
+    out = []
+    b = cal.bins
+    if cal.n_images < min_images:
+        out.append(f"only {cal.n_images} images: statistics of a small set are unstable "
+                   f"(use at least {min_images})")
+    if not b.mebin_max_th > b.mebin_min_th:
+        out.append("all images have the same maximum score: the MEBin search range is empty and "
+                   "MEBin will produce empty masks")
+    elif b.mebin_max_th - b.mebin_min_th < 5.0:
+        out.append(f"the MEBin search range is very narrow ({b.mebin_max_th - b.mebin_min_th:.2f} on 0..255)")
+    if b.ms_std == 0.0:
+        out.append("the anomaly maps are constant: mean+3std cannot separate anything")
+    if cal.norm.amap_max <= cal.norm.amap_min:
+        out.append("the model's raw scores are constant over the set: normalisation is degenerate")
+    if not has_defective:
+        out.append("no defective images given (--defective): with good parts only the MEBin range "
+                   "collapses and thresholds shift (reference-pipeline §5.3)")
+    return out
+

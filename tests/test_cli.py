@@ -114,8 +114,51 @@ def test_inspect_batch_scope_and_single_image(tmp_path, demo_bundle):
 
 
 def test_help_for_every_command(capsys):
-    for cmd in ("binarize", "inspect"):
+    for cmd in ("binarize", "inspect", "calibrate"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: robis-edge " + cmd in capsys.readouterr().out
+
+
+def test_calibrate_then_calibrated_scope_equals_batch(tmp_path, demo_bundle, capsys):
+    """Calibrating on a set and inspecting that set in the calibrated scope reproduces the batch
+    scope over the set exactly (same statistics, no clipping inside the calibration set)."""
+    from sdk import Bundle, Inspector
+    from sdk.synthetic import make_frames
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    frames = make_frames(6, 500, 600, defect_rate=0.5, seed=11)
+    for f in frames:
+        d = bad if f.defective else good
+        d.mkdir(exist_ok=True)
+        cv2.imwrite(str(d / f"{f.name}.png"), f.image)
+    assert main(["calibrate", "--bundle", str(demo_bundle), "--images", str(good), "--defective", str(bad),
+                 "--dry-run"]) == 0
+    assert Bundle.load(demo_bundle).raw["calibration"]["source"] == "sdk.synthetic seed 1000"  # unchanged
+    assert main(["calibrate", "--bundle", str(demo_bundle), "--images", str(good), "--defective",
+                 str(bad)]) == 0
+    out = capsys.readouterr()
+    assert "MEBin search range" in out.out and "only 6 images" in out.err
+    bundle = Bundle.load(demo_bundle)
+    cal = bundle.calibration
+    assert cal.n_images == 6 and cal.n_defective == sum(f.defective for f in frames)
+    files = sorted(good.glob("*.png")) + sorted(bad.glob("*.png"))
+    images = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
+    insp = Inspector(bundle, backend="ort-cpu")
+    assert insp.scope == "calibrated"
+    batch = insp.inspect_batch(images, ["gray"] * len(images), scope="batch")
+    for im, rb in zip(images, batch):
+        rc = insp.inspect(im, "gray")
+        assert np.array_equal(rc.anomaly_map, rb.anomaly_map)
+        assert np.array_equal(rc.mask, rb.mask) and rc.verdict == rb.verdict
+
+
+def test_calibrate_warns_on_degenerate_sets(tmp_path, demo_bundle, capsys):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    cv2.imwrite(str(imgs / "flat.png"), np.full((400, 400), 128, np.uint8))
+    assert main(["calibrate", "--bundle", str(demo_bundle), "--images", str(imgs), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "only 1 images" in err and "MEBin search range is empty" in err and "no defective" in err
+    assert main(["calibrate", "--bundle", str(demo_bundle), "--images", str(tmp_path / "none")]) == 2
