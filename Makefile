@@ -10,10 +10,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# Editable install with the dev extra (pytest, hypothesis, ruff, pillow, onnx). No torch here:
-# the export extra pins the CPU wheel and is installed only by targets that need it.
+# Editable install with the dev and export extras. The export extra pins torch==2.13.0, the
+# CPU wheel the development machines carry: it is installed first and alone so that nothing can
+# resolve torch to a CUDA build (see DEVELOPERS.md).
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,export]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,0 +1,76 @@
+"""Export an anomaly-map model (image N×3×S×S → anomaly_map N×1×M×M) to ONNX and verify it.
+
+Uses the TorchScript exporter (``dynamo=False``, pinned: its graphs for this model are verified,
+see reference-pipeline.md §3), then ``onnx.checker`` and an ONNX Runtime CPU run against torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "anomaly_map"
+
+
+class ExportMismatchError(RuntimeError):
+    """ONNX Runtime output differs from torch by more than the tolerance."""
+
+
+def export_onnx(model: nn.Module, path: str | Path, batch_dynamic: bool = True, opset: int = 17,
+                tolerance: float = 1e-4, check_batch: int = 2, input_size: int | None = None,
+                seed: int = 0) -> dict[str, Any]:
+    """Export ``model`` to ``path`` and check it; returns a report dict.
+
+    ``input_size`` defaults to ``model.arch.img_size``. The check feeds a random N(0,1) batch of
+    ``check_batch`` tiles (1 when the batch is static) to torch and ORT-CPU and raises
+    ExportMismatchError when max |Δ| > ``tolerance``."""
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    size = input_size if input_size is not None else model.arch.img_size  # type: ignore[attr-defined]
+    n = check_batch if batch_dynamic else 1
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, size, size, generator=gen)
+    model = model.eval().float()
+    dynamic_axes = {INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}} if batch_dynamic else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings and the exporter's deprecation notice
+        torch.onnx.export(model, (x,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
+                          do_constant_folding=True)
+        expected = model(x).numpy()
+
+    onnx.checker.check_model(str(path))
+    proto = onnx.load(str(path), load_external_data=False)
+    ops = Counter(node.op_type for node in proto.graph.node)
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    got = sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    if got.shape != expected.shape:
+        raise ExportMismatchError(f"ORT output shape {got.shape} != torch {expected.shape}")
+    diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+    if not diff <= tolerance:
+        raise ExportMismatchError(f"ORT vs torch max |diff| {diff:.3g} > tolerance {tolerance:.3g}")
+    return {
+        "path": str(path),
+        "opset": opset,
+        "dynamic_batch": batch_dynamic,
+        "input_shape": ["N" if batch_dynamic else 1, 3, size, size],
+        "output_shape": ["N" if batch_dynamic else 1, *expected.shape[1:]],
+        "check_batch": n,
+        "max_abs_diff": diff,
+        "tolerance": tolerance,
+        "ops": dict(sorted(ops.items())),
+        "file_size_bytes": path.stat().st_size,
+    }
