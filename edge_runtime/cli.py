@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from export import cli as export_cli  # argument definitions only: torch loads when a command runs
 from sdk import __version__
 from sdk import cli as sdk_cli
 
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"robis-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sdk_cli.register(sub)
+    export_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,57 @@
+"""``robis-edge export inpformer``: argument definitions (standard library only); torch and onnx
+are imported when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``export`` (with its ``inpformer`` target) to the top-level parser."""
+    p = sub.add_parser("export", help="convert a trained checkpoint into a bundle (needs the export extra)",
+                       description="Convert trained PyTorch checkpoints (the official files, unchanged) "
+                       "into a bundle of ONNX models that the SDK and the runtime run.")
+    targets = p.add_subparsers(dest="target", required=True, metavar="TARGET")
+    q = targets.add_parser("inpformer", help="an INP-Former model.pth (RoBiS or official INP-Former)",
+                           description="Loads the state_dict unchanged (keys checked strictly against "
+                           "the architecture), exports the whole RoBiS anomaly head to ONNX (input "
+                           "'image' N×3×S×S, output 'anomaly_map' N×1×M×M), verifies it with ONNX "
+                           "Runtime against torch and writes a new bundle.")
+    q.add_argument("--checkpoint", required=True, type=Path, help="model.pth (torch.save(state_dict))")
+    arch = q.add_mutually_exclusive_group(required=True)
+    arch.add_argument("--preset", help="dinov2reg_vit_small_14, dinov2reg_vit_base_14 (RoBiS), "
+                      "dinov2reg_vit_large_14")
+    arch.add_argument("--arch", type=Path, help="architecture JSON (the keys of golden config.json)")
+    q.add_argument("--out", required=True, type=Path, help="bundle directory to create")
+    q.add_argument("--name", help="product / recipe name (default: the --out folder name)")
+    q.add_argument("--input-size", type=int, help="tile input size S (default: the architecture's, 518)")
+    q.add_argument("--map-size", type=int, help="anomaly map side M per tile (default 256)")
+    q.add_argument("--window", type=int, default=1024, help="tiling window in frame pixels (default 1024)")
+    q.add_argument("--no-tiling", action="store_true", help="resize whole frames instead of tiling")
+    q.add_argument("--overlap", type=float, default=0.1, help="tiling overlap (default 0.1)")
+    q.add_argument("--tolerance", type=float, default=1e-4, help="max |ORT - torch| accepted (default 1e-4)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    q.set_defaults(func=cmd_export_inpformer)
+
+
+def cmd_export_inpformer(args: argparse.Namespace) -> int:
+    from .errors import ExportError, require_export_extra
+
+    require_export_extra("robis-edge export inpformer")
+    from .inpformer.arch import ArchitectureError, InpFormerArch, preset
+    from .inpformer.bundle_export import export_inpformer_bundle
+    from .inpformer.onnx_export import ExportMismatchError
+
+    if not args.checkpoint.is_file():
+        raise ExportError(f"{args.checkpoint}: no such checkpoint file")
+    overrides = {k: v for k, v in (("img_size", args.input_size), ("map_size", args.map_size)) if v}
+    try:
+        arch = preset(args.preset, **overrides) if args.preset else \
+            InpFormerArch.from_json(args.arch).replace(**overrides)
+        export_inpformer_bundle(args.checkpoint, arch, args.out, name=args.name or args.out.name,
+                                window=None if args.no_tiling else args.window, overlap=args.overlap,
+                                tolerance=args.tolerance, overwrite=args.overwrite)
+    except (ArchitectureError, ExportMismatchError) as exc:
+        raise ExportError(str(exc)) from exc
+    return 0

@@ -1,0 +1,25 @@
+"""Errors of the export toolchain, as typed robis-edge errors the CLI reports in one line."""
+
+from __future__ import annotations
+
+from sdk.errors import RobisError
+
+
+class ExportError(RobisError):
+    """A checkpoint that cannot be exported as asked, or an export that failed verification."""
+
+    code = "export"
+
+
+def require_export_extra(what: str) -> None:
+    """Fail with the install command when torch/onnx are missing."""
+    missing = []
+    for mod in ("torch", "onnx"):
+        try:
+            __import__(mod)
+        except ImportError:
+            missing.append(mod)
+    if missing:
+        raise ExportError(f"{what} needs {', '.join(missing)}: install the export extra "
+                          "(pip install 'robis-edge[export]'; on a CPU-only machine install "
+                          "torch==2.13.0 first)")
