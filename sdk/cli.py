@@ -169,38 +169,47 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"bundle {info['bundle']} on {info['backend']}/{info['provider']} ({info['reason']}); "
           f"scope {scope}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
-    n_fail = n_err = 0
-    frames: list = []
+    counts = {"fail": 0, "error": 0}
     with open(args.out / "results.jsonl", "w", encoding="utf-8") as log:
-        loaded = []
-        for f in files:
+
+        def error(f: Path, exc: Exception) -> None:
+            counts["error"] += 1
+            log.write(json.dumps({"file": f.relative_to(root).as_posix(), "verdict": "error",
+                                  "error": str(exc)}) + "\n")
+
+        def load(f: Path):
             try:
-                loaded.append((f, *read_image(f)))
+                return read_image(f)
             except InputError as exc:
-                n_err += 1
-                log.write(json.dumps({"file": f.relative_to(root).as_posix(), "verdict": "error",
-                                      "error": str(exc)}) + "\n")
-        if batch:
-            results = insp.inspect_batch([im for _, im, _ in loaded], [c for _, _, c in loaded],
-                                         scope="batch", progress=True)
-            frames = [(f, im, c, r) for (f, im, c), r in zip(loaded, results)]
-        else:
-            frames = loaded
-        for item in tqdm(frames, desc="inspect", unit="image", file=sys.stderr, disable=batch):
-            f, im, color = item[:3]
+                error(f, exc)
+                return None
+
+        def emit(f: Path, im, color: str, r) -> None:
             rel = f.relative_to(root)
-            try:
-                r = item[3] if batch else insp.inspect(im, color)
-            except RobisError as exc:
-                n_err += 1
-                log.write(json.dumps({"file": rel.as_posix(), "verdict": "error", "error": str(exc)}) + "\n")
-                continue
-            n_fail += r.verdict == "fail"
+            counts["fail"] += r.verdict == "fail"
             write_png(args.out / "masks" / rel.with_suffix(".png"), r.mask)
             if not args.no_overlays:
                 write_png(args.out / "overlays" / rel.with_suffix(".png"),
                           render_overlay(frame_to_rgb8(im, color), r))
             log.write(json.dumps({"file": rel.as_posix(), **r.summary()}) + "\n")
+
+        if batch:  # the batch scope needs the whole set: statistics first, then every mask
+            loaded = [(f, *img) for f in files if (img := load(f)) is not None]
+            results = insp.inspect_batch([im for _, im, _ in loaded], [c for _, _, c in loaded],
+                                         scope="batch", progress=True)
+            for (f, im, color), r in zip(loaded, results):
+                emit(f, im, color, r)
+        else:  # streaming: one image in memory at a time
+            for f in tqdm(files, desc="inspect", unit="image", file=sys.stderr):
+                if (img := load(f)) is None:
+                    continue
+                try:
+                    r = insp.inspect(*img)
+                except RobisError as exc:
+                    error(f, exc)
+                    continue
+                emit(f, *img, r)
+    n_fail, n_err = counts["fail"], counts["error"]
     n = len(files)
     print(f"inspected {n} image(s): {n - n_fail - n_err} pass, {n_fail} fail, {n_err} error -> {args.out}")
     return 0 if n_err == 0 else 1
