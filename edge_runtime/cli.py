@@ -9,6 +9,7 @@ import sys
 from export import cli as export_cli  # argument definitions only: torch loads when a command runs
 from sdk import __version__
 from sdk import cli as sdk_cli
+from sdk.evaluation import cli as evaluation_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"robis-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sdk_cli.register(sub)
+    evaluation_cli.register(sub)
     export_cli.register(sub)
     return parser
 
