@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
+# The main job on its embedded default: camera simulator → robis-edge serve → listener, on loopback.
 demo: $(STAMP)
-	$(PY) examples/demo_inspect.py --out demo-out
+	$(PY) examples/demo_stream.py --out demo-out/stream
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

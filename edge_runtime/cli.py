@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edge_runtime import commands as runtime_cli
 from export import cli as export_cli  # argument definitions only: torch loads when a command runs
 from sdk import __version__
 from sdk import cli as sdk_cli
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sdk_cli.register(sub)
     evaluation_cli.register(sub)
     export_cli.register(sub)
+    runtime_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,238 @@
+"""``robis-edge camera``: a camera simulator that speaks the frame protocol (docs/protocol.md).
+
+Frames come from a folder of images or from ``sdk.synthetic`` (with ground truth). In ``pub``
+mode it binds an XPUB socket (PUB-compatible for subscribers) and waits until a subscriber for
+``frame.`` is there before the first frame, so that no frame is lost to ZeroMQ's slow-joiner
+effect; in ``push`` mode it binds PUSH, and sending waits for a connected worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import protocol as P
+
+log = logging.getLogger("robis_edge.camera")
+
+
+@dataclass
+class CameraConfig:
+    output: str
+    source: Path | None = None  # folder of images; None with synthetic=True
+    synthetic: bool = False
+    fps: float = 0.0  # 0: as fast as the socket takes them
+    encoding: str = "raw"
+    count: int | None = None  # default: every file once, or 20 synthetic frames
+    camera: str = "cam0"
+    product: str | None = None
+    truth: Path | None = None
+    mode: str = "pub"  # pub | push
+    width: int = 1432
+    height: int = 972
+    defect_rate: float = 0.5
+    seed: int = 0
+    pool: int = 32  # distinct synthetic frames, generated up front and cycled
+    wait_s: float = 10.0  # pub: how long to wait for a subscriber before sending anyway
+    loop: bool = False  # folder: start again after the last file until --count
+
+
+@dataclass
+class SourceFrame:
+    name: str
+    image: np.ndarray
+    color: str
+    mask: np.ndarray | None = None  # ground-truth 0/255 mask, when known
+    defective: bool | None = None
+
+
+def _folder_truth(files: list[Path]) -> dict[Path, bool] | None:
+    """MVTec layout: when some files lie in a folder named ``good``, the others are defective."""
+    if not any(f.parent.name == "good" for f in files):
+        return None
+    return {f: f.parent.name != "good" for f in files}
+
+
+class CameraSimulator:
+    """``bind()`` then ``run()``; ``frames()`` yields what would be sent, with ground truth."""
+
+    def __init__(self, config: CameraConfig) -> None:
+        cfg = config
+        if cfg.synthetic == (cfg.source is not None):
+            raise ValueError("give exactly one of a source folder or synthetic=True")
+        if cfg.encoding not in P.ENCODINGS:
+            raise ValueError(f"encoding must be one of {P.ENCODINGS}")
+        if cfg.mode not in ("pub", "push"):
+            raise ValueError("mode must be pub or push")
+        if not P._valid_name(cfg.camera):
+            raise ValueError(f"invalid camera name {cfg.camera!r}")
+        self.config = cfg
+        self.endpoint: str | None = None
+        self._ctx = None
+        self._sock = None
+        self._pool: list[SourceFrame] | None = None
+        self.sent = 0
+
+    # -- frames -------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Generate the synthetic pool now (otherwise the first ``frames()`` call does)."""
+        cfg = self.config
+        if cfg.synthetic and self._pool is None:
+            from sdk.synthetic import make_frames
+
+            n = max(1, min(cfg.pool, self.total()))
+            self._pool = [SourceFrame(f.name, f.image, "gray", f.mask, f.defective)
+                          for f in make_frames(n, cfg.height, cfg.width, cfg.defect_rate, cfg.seed)]
+
+    def total(self) -> int:
+        cfg = self.config
+        if cfg.count is not None:
+            return cfg.count
+        if cfg.synthetic:
+            return 20
+        return len(self._files())
+
+    def _files(self) -> list[Path]:
+        from sdk.imageio import IMAGE_EXTS, find_files
+
+        return find_files(self.config.source, IMAGE_EXTS)
+
+    def frames(self) -> Iterator[SourceFrame]:
+        cfg = self.config
+        total = self.total()
+        if cfg.synthetic:
+            self.prepare()
+            for i in range(total):
+                yield self._pool[i % len(self._pool)]
+            return
+        from sdk.errors import InputError
+        from sdk.imageio import read_image
+
+        files = self._files()
+        if not files:
+            raise ValueError(f"no images under {cfg.source}")
+        truth = _folder_truth(files)
+        i = 0
+        while i < total:
+            for f in files:
+                if i >= total:
+                    return
+                try:
+                    img, color = read_image(f)
+                except InputError as exc:
+                    log.warning("skipping %s", exc)
+                    continue
+                rel = f.relative_to(cfg.source).with_suffix("").as_posix()
+                yield SourceFrame(rel, img, color, None, None if truth is None else truth[f])
+                i += 1
+            if not cfg.loop and cfg.count is None:
+                return
+
+    # -- sockets ------------------------------------------------------------------------
+    def bind(self) -> str:
+        import zmq
+
+        self._ctx = zmq.Context()
+        cfg = self.config
+        if cfg.mode == "pub":
+            self._sock = self._ctx.socket(zmq.XPUB)
+        else:
+            self._sock = self._ctx.socket(zmq.PUSH)
+        self._sock.setsockopt(zmq.SNDHWM, 16)
+        self._sock.setsockopt(zmq.LINGER, 2000)
+        self._sock.bind(cfg.output)
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return self.endpoint
+
+    def _wait_subscriber(self, stop: threading.Event) -> bool:
+        import zmq
+
+        deadline = time.monotonic() + self.config.wait_s
+        while time.monotonic() < deadline and not stop.is_set():
+            if self._sock.poll(100, zmq.POLLIN):
+                msg = self._sock.recv()
+                topic = msg[1:]
+                wanted = P.FRAME_PREFIX.startswith(topic) or topic.startswith(P.FRAME_PREFIX)
+                if msg[:1] == b"\x01" and wanted:
+                    return True
+        return False
+
+    def _send(self, parts: list[bytes], stop: threading.Event) -> bool:
+        import zmq
+
+        if self.config.mode == "pub":
+            while self._sock.poll(0, zmq.POLLIN):  # keep reading (un)subscriptions
+                self._sock.recv()
+            self._sock.send_multipart(parts)
+            return True
+        while not stop.is_set():
+            if self._sock.poll(100, zmq.POLLOUT):
+                self._sock.send_multipart(parts)
+                return True
+        return False
+
+    def run(self, stop: threading.Event | None = None, on_sent=None) -> dict:
+        """Send every frame; returns a summary. ``on_sent(seq, frame)`` is called after each."""
+        cfg = self.config
+        stop = stop or threading.Event()
+        if self._sock is None:
+            self.bind()
+        self.prepare()
+        if cfg.mode == "pub" and not self._wait_subscriber(stop):
+            log.warning("no subscriber after %.1f s on %s: sending anyway", cfg.wait_s, self.endpoint)
+        truth_log = None
+        if cfg.truth is not None:
+            cfg.truth.mkdir(parents=True, exist_ok=True)
+            truth_log = open(cfg.truth / "ground_truth.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        written: set[str] = set()
+        t0 = time.perf_counter()
+        seq = 0
+        try:
+            for frame in self.frames():
+                if stop.is_set():
+                    break
+                if cfg.fps > 0:
+                    delay = t0 + seq / cfg.fps - time.perf_counter()
+                    if delay > 0 and stop.wait(delay):
+                        break
+                parts = P.encode_frame(cfg.camera, seq, frame.image, color=frame.color, encoding=cfg.encoding,
+                                       product=cfg.product)
+                if not self._send(parts, stop):
+                    break
+                if truth_log is not None:
+                    mask_rel = None
+                    if frame.mask is not None:
+                        mask_rel = f"masks/{frame.name}.png"
+                        if frame.name not in written:
+                            from sdk.imageio import write_png
+
+                            write_png(cfg.truth / mask_rel, frame.mask)
+                            written.add(frame.name)
+                    truth_log.write(json.dumps({"camera": cfg.camera, "seq": seq, "name": frame.name,
+                                                "defective": frame.defective, "mask": mask_rel}) + "\n")
+                    truth_log.flush()
+                if on_sent is not None:
+                    on_sent(seq, frame)
+                seq += 1
+                self.sent = seq
+        finally:
+            if truth_log is not None:
+                truth_log.close()
+        wall = time.perf_counter() - t0
+        return {"frames": seq, "seconds": round(wall, 3), "fps": round(seq / wall, 2) if wall > 0 else None,
+                "endpoint": self.endpoint}
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()  # LINGER: queued frames still leave
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None

@@ -1,0 +1,173 @@
+"""The runtime's commands: ``robis-edge serve`` and ``robis-edge camera`` (docs/protocol.md).
+
+Argument definitions only import the standard library; pyzmq, numpy and the SDK load when a
+command runs. ``python -m edge_runtime.commands serve ...`` runs them without the console script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``serve`` and ``camera`` to the top-level parser."""
+    p = sub.add_parser("serve", help="subscribe to camera frames, publish one result per frame (ZeroMQ)",
+                       description="Subscribes to frames (protocol v1, docs/protocol.md), runs the bundle "
+                       "chosen by each frame's 'product' (default: the first --bundle) and publishes one "
+                       "result per frame: verdict, score, regions, PNG mask, timings. Bad input yields an "
+                       "'error' result and the service goes on. SIGTERM/SIGINT: finish the frames already "
+                       "received, publish their results, exit 0.")
+    p.add_argument("--bundle", action="append", required=True, metavar="[PRODUCT=]PATH",
+                   help="a bundle, optionally under a product name (repeat for several products; the "
+                   "first is the default for frames without 'product')")
+    p.add_argument("--input", required=True, metavar="ADDR",
+                   help="where the camera publishes, e.g. tcp://127.0.0.1:5555 (connected to)")
+    p.add_argument("--input-mode", choices=("sub", "pull"), default="sub",
+                   help="sub: subscribe to a PUB camera (default); pull: share a PUSH stream between "
+                   "several serve processes")
+    p.add_argument("--output", required=True, metavar="ADDR",
+                   help="where results are published (bound), e.g. tcp://127.0.0.1:5556")
+    p.add_argument("--control", metavar="ADDR", help="REP socket for health/stats/reload (bound)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="pipeline threads (default 2): decoding and post-processing of one frame "
+                   "overlap inference of another")
+    p.add_argument("--queue-size", type=int, default=8, help="frames waiting for a worker (default 8)")
+    p.add_argument("--overload", choices=("queue", "latest"), default="queue",
+                   help="when frames come faster than they are inspected: 'queue' drops the oldest "
+                   "waiting frame when the queue is full (default); 'latest' also replaces a camera's "
+                   "waiting frame by its newest. Every dropped frame gets an 'overloaded' result")
+    p.add_argument("--max-payload-mb", type=float, default=128.0,
+                   help="largest accepted payload, and largest decoded PNG/JPEG in megapixels (default 128)")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per bundle")
+    p.add_argument("--mask-scale", type=float,
+                   help="scale of the published masks (default: the map scale, 1/4 for RoBiS)")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds to finish in-flight frames on SIGTERM/SIGINT (default 30)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("camera", help="camera simulator: publish frames from a folder or synthetic parts",
+                       description="Publishes protocol-v1 frames (docs/protocol.md) from a folder of images "
+                       "or from synthetic surfaces with defects. --truth writes ground_truth.jsonl (seq → "
+                       "name, defective, mask) and the synthetic defect masks.")
+    p.add_argument("--output", required=True, metavar="ADDR", help="address to bind, e.g. tcp://127.0.0.1:5555")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--source", type=Path, help="folder of images (any nesting)")
+    src.add_argument("--synthetic", action="store_true", help="synthetic surfaces (sdk.synthetic)")
+    p.add_argument("--fps", type=float, default=0.0,
+                   help="frames per second (default 0: as fast as possible)")
+    p.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="raw")
+    p.add_argument("--count", type=int, help="frames to send (default: every file once / 20 synthetic)")
+    p.add_argument("--camera", default="cam0", help="camera name (topic frame.<camera>)")
+    p.add_argument("--product", help="'product' header field (which bundle serve uses)")
+    p.add_argument("--truth", type=Path, help="folder for ground_truth.jsonl and masks")
+    p.add_argument("--mode", choices=("pub", "push"), default="pub",
+                   help="pub (default; for serve --input-mode sub) or push (for --input-mode pull)")
+    p.add_argument("--loop", action="store_true",
+                   help="folder: start again after the last file (with --count)")
+    p.add_argument("--width", type=int, default=1432, help="synthetic frame width")
+    p.add_argument("--height", type=int, default=972, help="synthetic frame height")
+    p.add_argument("--defect-rate", type=float, default=0.5, help="synthetic: share of defective frames")
+    p.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
+    p.add_argument("--pool", type=int, default=32,
+                   help="synthetic: distinct frames, generated first and cycled")
+    p.add_argument("--wait", type=float, default=10.0,
+                   help="pub: seconds to wait for a subscriber before the first frame (default 10)")
+    p.set_defaults(func=cmd_camera)
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .service import Service, ServiceConfig, parse_bundle_spec
+
+    _logging(args.log_level)
+    cfg = ServiceConfig(bundles=[parse_bundle_spec(b) for b in args.bundle], input=args.input,
+                        output=args.output, control=args.control, input_mode=args.input_mode,
+                        workers=args.workers, queue_size=args.queue_size, policy=args.overload,
+                        max_payload_mb=args.max_payload_mb, backend=args.backend, threads=args.threads,
+                        mask_scale=args.mask_scale, drain_timeout_s=args.drain_timeout)
+    service = Service(cfg).start()
+    stop = threading.Event()
+    received = []
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        stop.set()
+        for s in (signal.SIGTERM, signal.SIGINT):  # a second signal stops at once
+            signal.signal(s, signal.SIG_DFL)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        print(f"serve: ready output={service.endpoints['output']} control={service.endpoints.get('control')}",
+              file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+        logging.getLogger("robis_edge.serve").info("signal %s received", received[0])
+        drained = service.stop()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 0 if drained else 1
+
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from sdk.errors import InputError
+
+    from .camera import CameraConfig, CameraSimulator
+
+    _logging("INFO")
+    try:
+        cam = CameraSimulator(CameraConfig(
+            output=args.output, source=args.source, synthetic=args.synthetic, fps=args.fps,
+            encoding=args.encoding, count=args.count, camera=args.camera, product=args.product,
+            truth=args.truth, mode=args.mode, width=args.width, height=args.height,
+            defect_rate=args.defect_rate, seed=args.seed, pool=args.pool, wait_s=args.wait, loop=args.loop))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        endpoint = cam.bind()
+        print(f"camera: publishing on {endpoint}", file=sys.stderr, flush=True)
+        summary = cam.run(stop)
+    finally:
+        cam.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"camera {args.camera}: sent {summary['frames']} frame(s) in {summary['seconds']} s "
+          f"({summary['fps']} frames/s) on {summary['endpoint']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``serve`` or ``camera`` without the console script (same behaviour)."""
+    parser = argparse.ArgumentParser(prog="python -m edge_runtime.commands")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    from sdk.errors import RobisError
+
+    try:
+        return int(args.func(args) or 0)
+    except RobisError as exc:
+        print(f"robis-edge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
