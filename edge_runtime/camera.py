@@ -42,6 +42,8 @@ class CameraConfig:
     pool: int = 32  # distinct synthetic frames, generated up front and cycled
     wait_s: float = 10.0  # pub: how long to wait for a subscriber before sending anyway
     loop: bool = False  # folder: start again after the last file until --count
+    curve_secret: Path | None = None  # this camera's key pair (CURVE client), with curve_server_key
+    curve_server_key: Path | None = None  # serve's public key
 
 
 @dataclass
@@ -147,6 +149,12 @@ class CameraSimulator:
             self._sock = self._ctx.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, 16)
         self._sock.setsockopt(zmq.LINGER, 2000)
+        if cfg.curve_secret or cfg.curve_server_key:
+            from .security import apply_client, load_keypair, load_public
+
+            if not (cfg.curve_secret and cfg.curve_server_key):
+                raise ValueError("--curve-secret and --curve-server-key go together")
+            apply_client(self._sock, load_keypair(cfg.curve_secret), load_public(cfg.curve_server_key))
         self._sock.bind(cfg.output)
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return self.endpoint

@@ -11,9 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
+DEFAULT_INPUT = "tcp://127.0.0.1:5555"  # the camera's PUB (robis-edge camera --output default)
+DEFAULT_OUTPUT = "tcp://127.0.0.1:5556"  # serve's results
+DEFAULT_CONTROL = "tcp://127.0.0.1:5557"  # suggested --control address (no default: optional)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``serve`` and ``camera`` to the top-level parser."""
+    """Add ``serve``, ``camera`` and ``keys`` to the top-level parser."""
     p = sub.add_parser("serve", help="subscribe to camera frames, publish one result per frame (ZeroMQ)",
                        description="Subscribes to frames (protocol v1, docs/protocol.md), runs the bundle "
                        "chosen by each frame's 'product' (default: the first --bundle) and publishes one "
@@ -23,13 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", action="append", required=True, metavar="[PRODUCT=]PATH",
                    help="a bundle, optionally under a product name (repeat for several products; the "
                    "first is the default for frames without 'product')")
-    p.add_argument("--input", required=True, metavar="ADDR",
-                   help="where the camera publishes, e.g. tcp://127.0.0.1:5555 (connected to)")
+    p.add_argument("--input", default=DEFAULT_INPUT, metavar="ADDR",
+                   help=f"where the camera publishes (connected to; default {DEFAULT_INPUT})")
     p.add_argument("--input-mode", choices=("sub", "pull"), default="sub",
                    help="sub: subscribe to a PUB camera (default); pull: share a PUSH stream between "
                    "several serve processes")
-    p.add_argument("--output", required=True, metavar="ADDR",
-                   help="where results are published (bound), e.g. tcp://127.0.0.1:5556")
+    p.add_argument("--output", default=DEFAULT_OUTPUT, metavar="ADDR",
+                   help=f"where results are published (bound; default {DEFAULT_OUTPUT})")
     p.add_argument("--control", metavar="ADDR", help="REP socket for health/stats/reload (bound)")
     p.add_argument("--workers", type=int, default=2,
                    help="pipeline threads (default 2): decoding and post-processing of one frame "
@@ -47,6 +51,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scale of the published masks (default: the map scale, 1/4 for RoBiS)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight frames on SIGTERM/SIGINT (default 30)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow binding --output/--control/--metrics-host to non-loopback addresses "
+                   "(by default serve refuses: only this host can reach it)")
+    p.add_argument("--record", metavar="DIR",
+                   help="record frames (PNG), masks (PNG) and result headers (JSON) of chosen results to "
+                   "DIR, written by a separate thread (never slows the pipeline; dropped and counted "
+                   "when it falls behind)")
+    p.add_argument("--record-quota-mb", type=float, default=1024.0,
+                   help="the oldest records are deleted to keep DIR under this size (default 1024)")
+    p.add_argument("--record-what", choices=("fail", "error", "all"), default="fail",
+                   help="fail: every result that is not a pass (fail and error; default); error: errors "
+                   "only; all: every result")
+    p.add_argument("--metrics-port", type=int, metavar="N",
+                   help="serve Prometheus metrics on http://HOST:N/metrics (0: any free port)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the metrics HTTP server (default 127.0.0.1; others need --allow-remote)")
+    p.add_argument("--curve-secret", metavar="FILE",
+                   help="CURVE: serve's key pair (NAME.key_secret from robis-edge keys); encrypts and "
+                   "authenticates every socket (input, output, control), serve being the CURVE server")
+    p.add_argument("--curve-allow", metavar="DIR",
+                   help="CURVE: folder of the client public keys (*.key) allowed to connect (cameras, "
+                   "subscribers, control clients); others are refused and counted (stats.auth_refused). "
+                   "Without it any client key is accepted (encryption only)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     p.set_defaults(func=cmd_serve)
 
@@ -54,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Publishes protocol-v1 frames (docs/protocol.md) from a folder of images "
                        "or from synthetic surfaces with defects. --truth writes ground_truth.jsonl (seq → "
                        "name, defective, mask) and the synthetic defect masks.")
-    p.add_argument("--output", required=True, metavar="ADDR", help="address to bind, e.g. tcp://127.0.0.1:5555")
+    p.add_argument("--output", default=DEFAULT_INPUT, metavar="ADDR",
+                   help=f"address to bind (default {DEFAULT_INPUT})")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--source", type=Path, help="folder of images (any nesting)")
     src.add_argument("--synthetic", action="store_true", help="synthetic surfaces (sdk.synthetic)")
@@ -77,7 +105,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="synthetic: distinct frames, generated first and cycled")
     p.add_argument("--wait", type=float, default=10.0,
                    help="pub: seconds to wait for a subscriber before the first frame (default 10)")
+    p.add_argument("--curve-secret", type=Path, metavar="FILE",
+                   help="CURVE: this camera's key pair (its public key must be in serve's --curve-allow)")
+    p.add_argument("--curve-server-key", type=Path, metavar="FILE", help="CURVE: serve's public key (.key)")
     p.set_defaults(func=cmd_camera)
+
+    p = sub.add_parser("keys", help="generate a CURVE key pair for serve, a camera or a subscriber",
+                       description="Writes DIR/NAME.key (public key: hand it to peers; put client keys "
+                       "in serve's --curve-allow folder) and DIR/NAME.key_secret (public + secret key, "
+                       "mode 0600: keep it on its machine).")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the key files")
+    p.add_argument("--name", default="server", help="file name stem (default 'server')")
+    p.add_argument("--force", action="store_true", help="replace existing key files")
+    p.set_defaults(func=cmd_keys)
 
 
 def _logging(level: str = "INFO") -> None:
@@ -96,7 +136,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         output=args.output, control=args.control, input_mode=args.input_mode,
                         workers=args.workers, queue_size=args.queue_size, policy=args.overload,
                         max_payload_mb=args.max_payload_mb, backend=args.backend, threads=args.threads,
-                        mask_scale=args.mask_scale, drain_timeout_s=args.drain_timeout)
+                        mask_scale=args.mask_scale, drain_timeout_s=args.drain_timeout,
+                        allow_remote=args.allow_remote, record_dir=args.record,
+                        record_quota_mb=args.record_quota_mb, record_what=args.record_what,
+                        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                        curve_secret=args.curve_secret, curve_allow=args.curve_allow)
     service = Service(cfg).start()
     stop = threading.Event()
     received = []
@@ -109,8 +153,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        print(f"serve: ready output={service.endpoints['output']} control={service.endpoints.get('control')}",
-              file=sys.stderr, flush=True)
+        print(f"serve: ready output={service.endpoints['output']} control={service.endpoints.get('control')}"
+              f" metrics={service.endpoints.get('metrics')}", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
         logging.getLogger("robis_edge.serve").info("signal %s received", received[0])
@@ -130,12 +174,15 @@ def cmd_camera(args: argparse.Namespace) -> int:
     from .camera import CameraConfig, CameraSimulator
 
     _logging("INFO")
+    if bool(args.curve_secret) != bool(args.curve_server_key):
+        raise InputError("--curve-secret and --curve-server-key go together")
     try:
         cam = CameraSimulator(CameraConfig(
             output=args.output, source=args.source, synthetic=args.synthetic, fps=args.fps,
             encoding=args.encoding, count=args.count, camera=args.camera, product=args.product,
             truth=args.truth, mode=args.mode, width=args.width, height=args.height,
-            defect_rate=args.defect_rate, seed=args.seed, pool=args.pool, wait_s=args.wait, loop=args.loop))
+            defect_rate=args.defect_rate, seed=args.seed, pool=args.pool, wait_s=args.wait, loop=args.loop,
+            curve_secret=args.curve_secret, curve_server_key=args.curve_server_key))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     stop = threading.Event()
@@ -153,8 +200,16 @@ def cmd_camera(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .security import create_keys
+
+    public, secret = create_keys(args.out, args.name, force=args.force)
+    print(f"public key: {public}\nkey pair:   {secret} (keep it secret)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run ``serve`` or ``camera`` without the console script (same behaviour)."""
+    """Run ``serve``, ``camera`` or ``keys`` without the console script (same behaviour)."""
     parser = argparse.ArgumentParser(prog="python -m edge_runtime.commands")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)

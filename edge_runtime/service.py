@@ -125,6 +125,9 @@ class Stats:
         self.in_flight = 0
         self.last_result = 0.0
         self._lat = {s: collections.deque(maxlen=window) for s in self.STAGES}
+        self._lat_sum = {s: 0.0 for s in self.STAGES}  # since start (Prometheus summaries)
+        self._lat_count = {s: 0 for s in self.STAGES}
+        self.auth_refused = 0  # CURVE peers refused by the authenticator
         self._out_times: collections.deque = collections.deque(maxlen=256)
 
     def incr(self, name: str, n: int = 1) -> None:
@@ -146,6 +149,18 @@ class Stats:
                 for k, v in timings.items():
                     if k in self._lat:
                         self._lat[k].append(v)
+                        self._lat_sum[k] += v
+                        self._lat_count[k] += 1
+
+    def latency_summary(self, quantiles=(0.5, 0.9, 0.99)) -> dict:
+        """Per stage: ({quantile: ms over the window}, sum of ms since start, count since start)."""
+        import numpy as np
+
+        with self._lock:
+            lat = {k: list(v) for k, v in self._lat.items() if v}
+            sums, counts = dict(self._lat_sum), dict(self._lat_count)
+        return {k: ({q: float(np.quantile(v, q)) for q in quantiles}, sums[k], counts[k])
+                for k, v in lat.items()}
 
     def snapshot(self) -> dict:
         import numpy as np
@@ -155,7 +170,8 @@ class Stats:
             times = list(self._out_times)
             d = {"uptime_s": round(time.time() - self.started, 3), "frames_in": self.frames_in,
                  "frames_out": self.frames_out, "results": dict(self.results), "errors": dict(self.errors),
-                 "dropped": self.dropped, "results_lost": self.results_lost, "in_flight": self.in_flight}
+                 "dropped": self.dropped, "results_lost": self.results_lost, "in_flight": self.in_flight,
+                 "auth_refused": self.auth_refused}
         d["latency_ms"] = {k: {"p50": round(float(np.percentile(v, 50)), 3),
                                "p99": round(float(np.percentile(v, 99)), 3), "n": len(v)}
                            for k, v in lat.items()}
@@ -204,7 +220,51 @@ class ServiceConfig:
     mask_scale: float | None = None
     drain_timeout_s: float = 30.0
     rcvhwm: int = 64
+    record_dir: str | None = None  # --record: frames/masks/results of chosen verdicts (recorder.py)
+    record_quota_mb: float = 1024.0
+    record_what: str = "fail"
+    record_queue: int = 32
+    metrics_port: int | None = None  # --metrics-port: Prometheus /metrics over HTTP (metrics.py)
+    metrics_host: str = "127.0.0.1"
+    allow_remote: bool = False  # bind non-loopback addresses only when this is set
+    curve_secret: str | None = None  # --curve-secret: the server key pair (security.py)
+    curve_allow: str | None = None  # --curve-allow: folder of allowed client public keys (*.key)
     extra: dict = field(default_factory=dict)
+
+
+def is_loopback_endpoint(addr: str) -> bool:
+    """True for ``tcp://127.x.y.z:port``, ``tcp://localhost:port``, ``tcp://[::1]:port``, ``ipc://``
+    and ``inproc://`` endpoints: nothing outside this host can reach them."""
+    import ipaddress
+
+    if addr.startswith(("ipc://", "inproc://")):
+        return True
+    if not addr.startswith("tcp://"):
+        return False
+    host = addr[len("tcp://"):].rsplit(":", 1)[0]
+    if ";" in host:  # tcp://source;dest: the bound side is the destination
+        host = host.split(";", 1)[1]
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an interface name or '*'
+        return False
+
+
+def check_bind_addresses(cfg: ServiceConfig) -> None:
+    """Refuse to bind anything but loopback unless ``allow_remote`` (``--allow-remote``)."""
+    if cfg.allow_remote:
+        return
+    bound = [("--output", cfg.output), ("--control", cfg.control)]
+    if cfg.metrics_port is not None:
+        bound.append(("--metrics-host", f"tcp://{cfg.metrics_host}:{cfg.metrics_port}"))
+    for opt, addr in bound:
+        if addr and not is_loopback_endpoint(addr):
+            raise ServiceError(f"{opt} {addr} is not a loopback address: serve binds to 127.0.0.1 by "
+                               "default; pass --allow-remote to accept connections from other hosts "
+                               "(and consider --curve-secret/--curve-allow)")
 
 
 def parse_bundle_spec(spec: str) -> tuple[str | None, str]:
@@ -274,18 +334,42 @@ class Service:
         self._workers: list[threading.Thread] = []
         self._ctx = None
         self._reload_lock = threading.Lock()
+        self.recorder = None
+        self.metrics = None
+        self._auth = None
 
     # -- start / stop ----------------------------------------------------------------------
     def start(self) -> Service:
+        cfg = self.config
+        check_bind_addresses(cfg)
+        keypair = self._curve_keys()
         self._load_bundles()
         import zmq
 
-        cfg = self.config
+        if cfg.record_dir:
+            from .recorder import Recorder
+
+            try:
+                self.recorder = Recorder(cfg.record_dir, cfg.record_quota_mb, cfg.record_what,
+                                         queue_size=cfg.record_queue, max_payload=self.max_payload)
+            except (ValueError, OSError) as exc:
+                raise ServiceError(f"--record {cfg.record_dir}: {exc}") from exc
         self._ctx = ctx = zmq.Context()
+        if keypair is not None:
+            from .security import RefusalLog, start_authenticator
+
+            refused_log = RefusalLog()
+
+            def refused(text: str) -> None:
+                self.stats.incr("auth_refused")
+                refused_log(text)
+
+            self._auth = start_authenticator(ctx, cfg.curve_allow, refused)
         socks = []
         try:
             inp = ctx.socket(zmq.SUB if cfg.input_mode == "sub" else zmq.PULL)
             socks.append(inp)
+            self._secure(inp, keypair)
             inp.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
             inp.setsockopt(zmq.LINGER, 0)
             if cfg.input_mode == "sub":
@@ -294,6 +378,7 @@ class Service:
             self.endpoints["input"] = cfg.input
             out = ctx.socket(zmq.XPUB)
             socks.append(out)
+            self._secure(out, keypair)
             out.setsockopt(zmq.XPUB_VERBOSER, 1)
             out.setsockopt(zmq.SNDHWM, 1000)
             out.setsockopt(zmq.LINGER, 2000)
@@ -303,12 +388,14 @@ class Service:
             if cfg.control:
                 ctl = ctx.socket(zmq.REP)
                 socks.append(ctl)
+                self._secure(ctl, keypair)
                 ctl.setsockopt(zmq.LINGER, 0)
                 ctl.bind(cfg.control)
                 self.endpoints["control"] = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
             for s in socks:
                 s.close(0)
+            self._stop_auth()
             ctx.term()
             raise ServiceError(f"cannot open the sockets (input {cfg.input}, output {cfg.output}, "
                                f"control {cfg.control}): {exc}") from exc
@@ -321,12 +408,59 @@ class Service:
                                                   daemon=True))
         self._workers = [threading.Thread(target=self._worker, name=f"serve-worker-{i}", daemon=True)
                          for i in range(cfg.workers)]
+        if cfg.metrics_port is not None:
+            from .metrics import MetricsServer
+
+            try:
+                self.metrics = MetricsServer(self, cfg.metrics_host, cfg.metrics_port).start()
+            except OSError as exc:
+                for s in socks:
+                    s.close(0)
+                self._stop_auth()
+                ctx.term()
+                raise ServiceError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}") \
+                    from exc
+            self.endpoints["metrics"] = self.metrics.url
         for t in self._workers + self._threads:
             t.start()
         log.info("serving %s: input %s (%s), output %s, control %s; %d worker(s), overload policy %s, "
                  "queue %d", ", ".join(self.entries), cfg.input, cfg.input_mode, self.endpoints["output"],
                  self.endpoints.get("control"), cfg.workers, cfg.policy, cfg.queue_size)
         return self
+
+    def _curve_keys(self) -> tuple[bytes, bytes] | None:
+        cfg = self.config
+        if not cfg.curve_secret:
+            if cfg.curve_allow:
+                raise ServiceError("--curve-allow needs --curve-secret (the server key pair)")
+            return None
+        import zmq
+
+        from .security import CurveKeyError, count_public_keys, load_keypair
+
+        if not zmq.has("curve"):
+            raise ServiceError("this libzmq has no CURVE support")
+        try:
+            keypair = load_keypair(cfg.curve_secret)
+            if cfg.curve_allow and count_public_keys(cfg.curve_allow) == 0:
+                raise CurveKeyError(f"--curve-allow {cfg.curve_allow}: no public key files (*.key) in it")
+        except CurveKeyError as exc:
+            raise ServiceError(str(exc)) from exc
+        if not cfg.curve_allow:
+            log.warning("CURVE without --curve-allow: traffic is encrypted, but any client key is accepted")
+        return keypair
+
+    @staticmethod
+    def _secure(sock, keypair) -> None:
+        if keypair is not None:
+            from .security import apply_server
+
+            apply_server(sock, keypair)
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     def _load_bundles(self) -> None:
         from sdk import Bundle, Inspector
@@ -373,7 +507,12 @@ class Service:
             t.join(max(0.5, deadline - time.monotonic()))
             drained &= not t.is_alive()
         if self._ctx is not None and drained:
+            self._stop_auth()
             self._ctx.term()
+        if self.recorder is not None:
+            self.recorder.close(max(1.0, deadline - time.monotonic()))
+        if self.metrics is not None:
+            self.metrics.stop()
         s = self.stats.snapshot()
         log.info("stopped: %d frame(s) in, %d result(s) out, %d dropped, errors %s", s["frames_in"],
                  s["frames_out"], s["dropped"], {k: v for k, v in s["errors"].items() if v} or "none")
@@ -417,7 +556,7 @@ class Service:
         wait = (time.perf_counter() - job.t_recv) * 1000.0
         msg = (f"dropped by the overload policy {self.config.policy!r} after {wait:.1f} ms in the queue "
                f"(queue size {self.config.queue_size}, {self.config.workers} worker(s))")
-        self._error(ident, "overloaded", msg, None, {"queue_wait": wait}, job.t_recv, block=False)
+        self._error(ident, "overloaded", msg, None, {"queue_wait": wait}, job.t_recv, block=False, job=job)
 
     def _worker(self) -> None:
         while True:
@@ -461,18 +600,23 @@ class Service:
                                 mask={"shape": list(res.mask.shape), "encoding": "png",
                                       "scale": res.mask_scale},
                                 timings_ms=timings, model=model)
-            self._put_out(_Out(P.encode_result(h, mask_png), res.verdict, timings, job.t_recv))
+            parts = P.encode_result(h, mask_png)
+            self._put_out(_Out(parts, res.verdict, timings, job.t_recv))
+            if self.recorder is not None:
+                self.recorder.offer(res.verdict, parts, image=image, color=P.pipeline_color(header),
+                                    frame_parts=job.parts)
         except P.ProtocolError as exc:
             self._error(exc.ident or ident or P.peek_ident(job.parts), exc.code, exc.message, model, timings,
-                        job.t_recv)
+                        job.t_recv, job=job)
         except InputError as exc:
             ident = ident or P.peek_ident(job.parts)
             self._error(ident, "bad_header", f"the pipeline cannot take this frame: {exc}", model, timings,
-                        job.t_recv)
+                        job.t_recv, job=job)
         except Exception as exc:
             ident = ident or P.peek_ident(job.parts)
             log.exception("internal error on camera=%s seq=%s", ident.get("camera"), ident.get("seq"))
-            self._error(ident, "internal", f"{type(exc).__name__}: {exc}", model, timings, job.t_recv)
+            self._error(ident, "internal", f"{type(exc).__name__}: {exc}", model, timings, job.t_recv,
+                        job=job)
 
     def _select(self, header: P.FrameHeader) -> _Entry:
         if header.product is None:
@@ -484,14 +628,16 @@ class Service:
         return entry
 
     def _error(self, ident: dict, code: str, message: str, model: dict | None, timings: dict | None,
-               t_recv: float | None, block: bool = True) -> None:
+               t_recv: float | None, block: bool = True, job: _Job | None = None) -> None:
         self.stats.error(code)
         self._ratelog(logging.WARNING, code, "error %s: camera=%s seq=%s: %s", code, ident.get("camera"),
                       ident.get("seq"), message)
         if timings is not None and t_recv is not None:
             timings["total"] = (time.perf_counter() - t_recv) * 1000.0
-        self._put_out(_Out(P.error_result(ident, code, message, timings_ms=timings, model=model), "error",
-                           timings, t_recv), block=block)
+        parts = P.error_result(ident, code, message, timings_ms=timings, model=model)
+        self._put_out(_Out(parts, "error", timings, t_recv), block=block)
+        if self.recorder is not None:
+            self.recorder.offer("error", parts, frame_parts=job.parts if job is not None else None)
 
     def _put_out(self, item: _Out, block: bool = True) -> None:
         try:
@@ -602,6 +748,8 @@ class Service:
                       "workers": self.config.workers}
         d["subscribers"] = self.subscribers
         d["endpoints"] = dict(self.endpoints)
+        if self.recorder is not None:
+            d["recording"] = self.recorder.stats()
         bundles = {}
         for name, e in self.entries.items():
             info = e.inspector.describe()

@@ -1,0 +1,155 @@
+"""Prometheus metrics of ``robis-edge serve`` over HTTP (``--metrics-port``), standard library only.
+
+``GET /metrics`` answers the Prometheus text exposition format (version 0.0.4), rendered from the
+service's statistics on each scrape; any other path is a 404. The HTTP server runs in a daemon
+thread (one short-lived thread per request) and never touches the sockets or the pipeline: a
+scrape costs a lock and a percentile over the latency windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger("robis_edge.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "robis_edge_"
+
+
+def _esc(v) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(v) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v))
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_: str) -> None:
+        self.lines.append(f"# HELP {PREFIX}{name} {help_}")
+        self.lines.append(f"# TYPE {PREFIX}{name} {kind}")
+
+    def sample(self, name: str, value, **labels) -> None:
+        lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+        self.lines.append(f"{PREFIX}{name}{'{' + lab + '}' if lab else ''} {_num(value)}")
+
+    def one(self, name: str, kind: str, help_: str, value, **labels) -> None:
+        self.family(name, kind, help_)
+        self.sample(name, value, **labels)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render(service) -> str:
+    """The metrics of a :class:`~edge_runtime.service.Service` in Prometheus text format."""
+    st = service.stats
+    s = st.snapshot()
+    w = _Writer()
+    w.one("uptime_seconds", "gauge", "Seconds since the service started.", s["uptime_s"])
+    w.one("frames_in_total", "counter", "Frame messages received.", s["frames_in"])
+    w.one("frames_out_total", "counter", "Results published.", s["frames_out"])
+    w.family("results_total", "counter", "Results published, by verdict.")
+    for verdict, n in s["results"].items():
+        w.sample("results_total", n, verdict=verdict)
+    w.family("errors_total", "counter", "Error results, by error code.")
+    for code, n in s["errors"].items():
+        w.sample("errors_total", n, code=code)
+    w.one("dropped_total", "counter", "Frames dropped by the overload policy.", s["dropped"])
+    w.one("results_lost_total", "counter", "Results that could not be published.", s["results_lost"])
+    w.one("auth_refused_total", "counter", "Peers refused by CURVE authentication.", s["auth_refused"])
+    w.one("in_flight", "gauge", "Frames being inspected now.", s["in_flight"])
+    w.one("queue_depth", "gauge", "Frames waiting for a worker.", len(service.work))
+    w.one("queue_capacity", "gauge", "Capacity of the work queue (--queue-size).", service.config.queue_size)
+    w.one("publish_queue_depth", "gauge", "Results waiting for the publisher.", service.out.qsize())
+    w.one("workers", "gauge", "Pipeline threads (--workers).", service.config.workers)
+    w.one("subscribers", "gauge", "Result subscriptions on the output socket.", service.subscribers)
+    if st.last_result:
+        w.one("last_result_age_seconds", "gauge", "Seconds since the last result was published.",
+              round(time.time() - st.last_result, 3))
+    w.family("bundle_info", "gauge", "Loaded bundles (value 1), by product.")
+    for name, e in service.entries.items():
+        w.sample("bundle_info", 1, product=name, bundle=e.model["bundle"], hash=e.model["hash"],
+                 default=str(name == service.default).lower())
+    summary = st.latency_summary()
+    w.family("latency_seconds", "summary", "Per-stage latency (quantiles over the last 2048 inspected "
+             "frames; sum and count since start).")
+    for stage, (qs, total_ms, count) in summary.items():
+        for q, v in qs.items():
+            w.sample("latency_seconds", round(v / 1000.0, 6), stage=stage, quantile=q)
+        w.sample("latency_seconds_sum", round(total_ms / 1000.0, 6), stage=stage)
+        w.sample("latency_seconds_count", count, stage=stage)
+    rec = service.recorder
+    if rec is not None:
+        r = rec.stats()
+        w.one("record_written_total", "counter", "Records written by --record.", r["recorded"])
+        w.one("record_dropped_total", "counter", "Records dropped because the recorder queue was full.",
+              r["dropped"])
+        w.one("record_failed_total", "counter", "Records that could not be written.", r["failed"])
+        w.one("record_deleted_total", "counter", "Records deleted to stay under the quota.", r["deleted"])
+        w.one("record_bytes", "gauge", "Bytes in the record folder.", r["bytes"])
+        w.one("record_quota_bytes", "gauge", "The record folder's quota.", r["quota_bytes"])
+        w.one("record_queue_depth", "gauge", "Records waiting to be written.", r["queue_depth"])
+    return w.text()
+
+
+class MetricsServer:
+    """``/metrics`` of a service on ``host:port`` (port 0: any free port; see ``url``)."""
+
+    def __init__(self, service, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.service = service
+        svc = service
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "robis-edge-metrics"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self.send_error(404, "only /metrics is served here")
+                    return
+                try:
+                    body = render(svc).encode("utf-8")
+                except Exception as exc:  # pragma: no cover - a scrape must not kill the thread
+                    log.exception("cannot render metrics")
+                    self.send_error(500, f"{type(exc).__name__}: {exc}")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args) -> None:
+                log.debug("%s %s", self.address_string(), fmt % args)
+
+        server_cls = ThreadingHTTPServer
+        if ":" in host:  # an IPv6 address such as ::1
+            server_cls = type("ThreadingHTTPServerV6", (ThreadingHTTPServer,),
+                              {"address_family": socket.AF_INET6})
+        self._httpd = server_cls((host, port), Handler)
+        self._httpd.daemon_threads = True
+        h, p = self._httpd.server_address[:2]
+        self.url = f"http://{h if ':' not in h else f'[{h}]'}:{p}/metrics"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="serve-metrics", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        log.info("metrics on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(2)
