@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--tolerance", type=float, default=1e-4, help="max |ORT - torch| accepted (default 1e-4)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     q.set_defaults(func=cmd_export_inpformer)
+    from .sam.cli import register_target as register_sam_target
+
+    register_sam_target(targets)
 
 
 def cmd_export_inpformer(args: argparse.Namespace) -> int:

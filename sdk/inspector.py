@@ -61,6 +61,7 @@ class _Raw:
     plan: TilingPlan
     tiles: np.ndarray  # (N, M, M) raw scores
     timings: dict
+    frame: np.ndarray | None = None  # the prepared frame (H×W gray / H×W×3 RGB uint8), for refinement
 
 
 def _ms(t0: float) -> float:
@@ -78,7 +79,7 @@ class Inspector:
 
     def __init__(self, bundle: Bundle | str | Path, backend: str = "auto", *, scope: str | None = None,
                  rolling_window: int = 64, mask_scale: float | None = None, threads: int | None = None,
-                 max_batch: int | None = None) -> None:
+                 max_batch: int | None = None, refine: bool | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.preprocess_spec = self.bundle.preprocess
         self.window, self.overlap = self.bundle.tiling
@@ -87,6 +88,13 @@ class Inspector:
                                       map_size=self.map_size, backend=backend, threads=threads,
                                       max_batch=max_batch)
         self.binarize_config = self.bundle.binarize_config
+        # SAM refinement (docs/refine.md): None = as the bundle says, False = never, True = required
+        from .refine import load_sam_refiner
+
+        self.refiner = None if refine is False else load_sam_refiner(self.bundle, backend, threads=threads)
+        if refine and self.refiner is None:
+            raise InputError(f"bundle {self.bundle.name!r} has no active refine.sam section (run "
+                             "`robis-edge export sam`, or set refine.sam.mode)")
         self.morphology = self.bundle.morphology
         self.verdict_spec = self.bundle.verdict
         self.mask_scale = mask_scale
@@ -135,7 +143,7 @@ class Inspector:
         batch = self._preprocessor(plan.tile_hw)(plan.extract(img))
         t1 = time.perf_counter()
         tiles = self.backend.run(batch)
-        return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": _ms(t1)})
+        return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": _ms(t1)}, img)
 
     def _merge(self, raw: _Raw, norm: NormStats, clip: bool) -> np.ndarray:
         return raw.plan.merge(norm.normalise(raw.tiles, clip=clip), self.bundle.map_scale)
@@ -150,11 +158,15 @@ class Inspector:
         mask = apply_morphology(b.mask, self.morphology.closing, self.morphology.fill_holes)
         scale = raw.plan.map_scale(self.map_size) if self.bundle.map_scale is None else self.bundle.map_scale
         rows, cols = roi_slices(self.verdict_spec.roi, scale, mask.shape)
-        if self.verdict_spec.roi is not None:
-            inside = np.zeros_like(mask)
-            inside[rows, cols] = mask[rows, cols]
-            mask = inside
+        mask = self._apply_roi(mask, rows, cols)
         timings["binarize"] = _ms(t0)
+        if self.refiner is not None and raw.frame is not None:
+            # RoBiS SAM_Finer: the refined mask replaces the coarse one (same shape, map scale).
+            # ROI before (no box outside it) and again after (SAM can grow past it).
+            color = "gray" if raw.frame.ndim == 2 else "rgb"
+            refined, t_refine = self.refiner.refine(raw.frame, mask, color=color)
+            timings.update(t_refine)
+            mask = self._apply_roi(refined, rows, cols)
         t1 = time.perf_counter()
         frame_hw = (raw.plan.height, raw.plan.width)
         view = merged[rows, cols]
@@ -172,6 +184,13 @@ class Inspector:
             thresholds["fixed"] = self.binarize_config.fixed_threshold
         return Result(verdict, reason, score, regions, out_mask, merged, scale, mask_scale, frame_hw,
                       scope, thresholds, timings)
+
+    def _apply_roi(self, mask: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        if self.verdict_spec.roi is None:
+            return mask
+        inside = np.zeros_like(mask)
+        inside[rows, cols] = mask[rows, cols]
+        return inside
 
     # -- public API ------------------------------------------------------------------
     def inspect(self, image: np.ndarray, color: str | None = None) -> Result:
@@ -249,7 +268,8 @@ class Inspector:
         return {"bundle": self.bundle.name, "model_sha256": self.bundle.model_sha256[:12],
                 "backend": self.backend.name, "provider": self.backend.provider,
                 "precision": self.backend.precision, "reason": self.backend.reason, "scope": self.scope,
-                "scope_reason": self.scope_reason}
+                "scope_reason": self.scope_reason,
+                "refine": None if self.refiner is None else self.refiner.describe()}
 
 
 def _progress(it, total: int, enabled: bool):
