@@ -7,7 +7,8 @@ import argparse
 import sys
 
 from edge_runtime import commands as runtime_cli
-from export import cli as export_cli  # argument definitions only: torch loads when a command runs
+from export import cli as export_cli
+from export import cli_fit as fit_cli  # argument definitions only: torch loads when a command runs
 from sdk import __version__
 from sdk import cli as sdk_cli
 from sdk.evaluation import cli as evaluation_cli
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sdk_cli.register(sub)
     evaluation_cli.register(sub)
     export_cli.register(sub)
+    fit_cli.register(sub)
     runtime_cli.register(sub)
     return parser
 

@@ -114,7 +114,9 @@ def test_inspect_batch_scope_and_single_image(tmp_path, demo_bundle):
 
 
 def test_help_for_every_command(capsys):
-    for cmd in ("binarize", "inspect", "calibrate", "evaluate", "bench", "export", "serve", "camera", "keys"):
+    commands = ("binarize", "inspect", "calibrate", "evaluate", "bench", "export", "serve", "camera", "keys",
+                "fit")
+    for cmd in commands:
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
