@@ -42,6 +42,22 @@ def _wait(cond, timeout: float = 5.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _wait_file(path, cond, timeout: float = 5.0, what: str = "condition") -> dict:
+    """Wait until the bridge's state FILE satisfies ``cond`` (the bridge updates its in-memory
+    state first and writes the file just after), and return that state."""
+    box: dict = {}
+
+    def check() -> bool:
+        try:
+            box["s"] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(cond(box["s"]))
+
+    _wait(check, timeout, what)
+    return box["s"]
+
+
 # -- line PC ------------------------------------------------------------------------------------
 def test_line_pc_inspector_runs_and_survives_bad_frames():
     out = subprocess.run([sys.executable, "examples/line_pc_inspector.py", "--count", "6", "--bad-every", "3",
@@ -135,7 +151,7 @@ def test_plc_bridge_maps_verdicts_survives_a_restart_and_raises_the_watchdog(tmp
     t.start()
     try:
         _probe_until(line, bridge, 0)
-        s = json.loads(state_file.read_text())
+        s = _wait_file(state_file, lambda s: s["results"] >= 1, what="the first result in the file")
         assert (s["ERR"], s["OK"], s["NG"], s["error_code"], s["camera"]) == (1, 0, 0, "bad_header", "probe")
         assert s["link"] == "up"
 
@@ -146,8 +162,7 @@ def test_plc_bridge_maps_verdicts_survives_a_restart_and_raises_the_watchdog(tmp
         for seq, img in enumerate(line.frames):
             n, toggle = bridge.state["results"], bridge.state["TOGGLE"]
             line.cam.send_multipart(P.encode_frame("cam0", 100 + seq, img))
-            _wait(lambda n=n: bridge.state["results"] > n, what="a result")
-            s = json.loads(state_file.read_text())
+            s = _wait_file(state_file, lambda s, n=n: s["results"] > n, what="a result")
             want = insp.inspect(img).verdict
             assert s["seq"] == 100 + seq and s["verdict"] == want and s["camera"] == "cam0"
             assert (s["OK"], s["NG"], s["ERR"], s["ALARM"]) == ((1, 0) if want == "pass" else (0, 1)) + (0, 0)
@@ -155,8 +170,7 @@ def test_plc_bridge_maps_verdicts_survives_a_restart_and_raises_the_watchdog(tmp
 
         # The publisher goes away: the watchdog raises ALARM and clears OK/NG/ERR.
         line.stop()
-        _wait(lambda: bridge.state["ALARM"] == 1, 4.0, "the watchdog alarm")
-        s = json.loads(state_file.read_text())
+        s = _wait_file(state_file, lambda s: s["ALARM"] == 1, 4.0, "the watchdog alarm")
         assert (s["ALARM"], s["OK"], s["NG"], s["ERR"]) == (1, 0, 0, 0) and s["alarms"] == 1
         assert any(e.startswith("alarm watchdog") for e in bridge.events)
 
@@ -165,8 +179,7 @@ def test_plc_bridge_maps_verdicts_survives_a_restart_and_raises_the_watchdog(tmp
         n = bridge.state["results"]
         _probe_until(line, bridge, n)
         line.cam.send_multipart(P.encode_frame("cam0", 200, line.frames[0]))
-        _wait(lambda: bridge.state["seq"] == 200, what="a result after the restart")
-        s = json.loads(state_file.read_text())
+        s = _wait_file(state_file, lambda s: s["seq"] == 200, what="a result after the restart")
         assert s["ALARM"] == 0 and s["seq"] == 200 and s["OK"] + s["NG"] == 1
         assert "alarm cleared: results flow again" in bridge.events
         assert any(e.startswith("link down") for e in bridge.events)
