@@ -28,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return dispatch(build_parser(), argv)
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse, run the chosen command, and turn robis-edge errors into one line and exit status 2."""
+    args = parser.parse_args(argv)
     from sdk.errors import RobisError
 
     try:

@@ -212,16 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``serve``, ``camera`` or ``keys`` without the console script (same behaviour)."""
     parser = argparse.ArgumentParser(prog="python -m edge_runtime.commands")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    from sdk.errors import RobisError
+    from edge_runtime.cli import dispatch
 
-    try:
-        return int(args.func(args) or 0)
-    except RobisError as exc:
-        print(f"robis-edge {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return dispatch(parser, argv)
 
 
 if __name__ == "__main__":

@@ -194,10 +194,7 @@ def make_product_frame(rng: np.random.Generator, height: int = 1200, width: int 
                 found.append((kind, box))
         else:
             changes.append((kind, *_scratch_or_spot(rng, kind, solid)))
-    if style == "plate":
-        img = _render(rng, solid, height, width)
-    else:  # a mid-grey sheet (the ImageNet mean grey): its texture, not its level, dominates the features
-        img = _render(rng, solid, height, width, level_range=(115, 135), grain_amp=9.0)
+    img = _render(rng, solid, height, width)
     for kind, shape, delta in changes:
         shape = cv2.bitwise_and(shape, solid)  # a later chip may have removed the material
         if (box := _bbox(shape)) is None:

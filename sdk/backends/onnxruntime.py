@@ -35,6 +35,28 @@ def choose_providers(backend: str) -> tuple[list[str], str]:
                                       f"(available: {', '.join(available)}), running on CPU")
 
 
+def open_session(model_path, providers: list[str], threads: int | None = None):
+    """An ONNX Runtime session on exactly the first of ``providers``: a session that ONNX Runtime
+    quietly started on another provider is refused (never a silent fallback)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=opts, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise BackendError(f"onnxruntime cannot load {model_path}: {exc}") from exc
+    got = session.get_providers()
+    if got[0] != providers[0]:
+        raise BackendError(f"onnxruntime could not start {providers[0]} for {model_path} (session runs "
+                           f"on {got[0]}); refusing to fall back silently — check the CUDA/TensorRT "
+                           "libraries or choose the backend explicitly")
+    return session
+
+
 class OrtBackend:
     """Runs an anomaly-map ONNX model (bundle.md contract) with ONNX Runtime."""
 
@@ -43,23 +65,8 @@ class OrtBackend:
 
     def __init__(self, model_path: str, providers: list[str], reason: str, *, input_size: int,
                  map_size: int, threads: int | None = None, max_batch: int | None = None) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise BackendError(f"onnxruntime cannot load {model_path}: {exc}") from exc
-        got = self.session.get_providers()
-        if got[0] != providers[0]:
-            raise BackendError(f"onnxruntime could not start {providers[0]} (session runs on "
-                               f"{got[0]}); refusing to fall back silently — check the CUDA/TensorRT "
-                               "libraries or choose the backend explicitly")
-        self.provider = got[0]
+        self.session = open_session(model_path, providers, threads)
+        self.provider = self.session.get_providers()[0]
         self.reason = reason
         self.input_size, self.map_size = int(input_size), int(map_size)
         self._check_contract()

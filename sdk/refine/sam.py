@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.onnxruntime import open_session
 from ..errors import BackendError, BundleError, InputError
 from .ops import (
     PIXEL_MEAN,
@@ -59,22 +60,7 @@ def _ms(t0: float) -> float:
 
 
 def _session(path: str | os.PathLike, providers: Sequence[str], threads: int | None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise BackendError(f"onnxruntime cannot load {path}: {exc}") from exc
-    got = sess.get_providers()
-    if got[0] != providers[0]:
-        raise BackendError(f"onnxruntime could not start {providers[0]} for {os.path.basename(str(path))} "
-                           f"(session runs on {got[0]}); refusing to fall back silently")
-    return sess
+    return open_session(path, list(providers), threads)
 
 
 def _check_io(sess, inputs: Sequence[str], outputs: Sequence[str], what: str) -> None:
