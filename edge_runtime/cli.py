@@ -4,11 +4,10 @@ that owns it; heavy dependencies load only when a command runs."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from edge_runtime import commands as runtime_cli
-from export import cli as export_cli
-from export import cli_fit as fit_cli  # argument definitions only: torch loads when a command runs
 from sdk import __version__
 from sdk import cli as sdk_cli
 from sdk.evaluation import cli as evaluation_cli
@@ -21,8 +20,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sdk_cli.register(sub)
     evaluation_cli.register(sub)
-    export_cli.register(sub)
-    fit_cli.register(sub)
+    # The export toolchain's commands (export, fit) are offered when the `export` package is
+    # there. Its modules named here hold argument definitions only (torch loads when a command
+    # runs); a runtime-only device without it still gets every on-device command.
+    for module in ("export.cli", "export.cli_fit"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("export", module):
+                raise  # a real bug inside the package: do not hide it
+            continue
+        mod.register(sub)
     runtime_cli.register(sub)
     return parser
 
