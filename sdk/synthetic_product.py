@@ -103,6 +103,8 @@ def _inside_material(rng: np.random.Generator, solid: np.ndarray, margin: int) -
     """A random point at least ``margin`` px inside the material."""
     inner = cv2.erode(solid, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
     ys, xs = np.nonzero(inner)
+    if not len(xs):  # tiny frames: any material pixel
+        ys, xs = np.nonzero(solid)
     i = int(rng.integers(len(xs)))
     return int(xs[i]), int(ys[i])
 

@@ -398,3 +398,19 @@ def test_cli_fit_registers_without_torch():
             "assert (a.batch_size, a.lr, a.final_lr, a.warmup, a.window, a.overlap) == (16, 1e-3, 1e-4, 100, "
             "1024, 0.1)")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# ---- the demo's synthetic product ------------------------------------------------------------------
+@pytest.mark.parametrize("style", ["sheet", "plate"])
+def test_synthetic_product_frames(style):
+    from sdk.synthetic_product import make_product_frames
+
+    a = make_product_frames(6, 300, 400, defect_rate=0.5, seed=3, style=style)
+    b = make_product_frames(6, 300, 400, defect_rate=0.5, seed=3, style=style)
+    assert all(np.array_equal(x.image, y.image) and np.array_equal(x.mask, y.mask) for x, y in zip(a, b))
+    assert any(f.defective for f in a) and not all(f.defective for f in a)
+    for f in a:
+        assert f.image.shape == f.mask.shape == (300, 400) and f.image.dtype == np.uint8
+        assert set(np.unique(f.mask)) <= {0, 255} and bool(f.defects) == f.defective
+        for kind, (x0, y0, x1, y1) in f.defects:
+            assert kind in ("scratch", "spot", "missing") and f.mask[y0:y1, x0:x1].any()
