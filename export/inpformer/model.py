@@ -14,6 +14,7 @@ normalise-then-dot.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -278,19 +279,28 @@ class INPFormer(nn.Module):
 
     def levels(self, image: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Fused encoder and decoder levels, each (N, C, side, side)."""
+        en, de, _, _ = self.parts(image)
+        return en, de
+
+    def parts(self, image: Tensor, frozen_encoder: bool = False
+              ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
+        """``(en, de, x, p)``: the fused levels, the fused encoder tokens x (N, g², C) and the
+        aggregated prototypes p (N, P, C). ``frozen_encoder`` runs the encoder without gradients
+        (training, as upstream does)."""
         a = self.arch
         if not torch.jit.is_tracing() and tuple(image.shape[1:]) != (3, a.img_size, a.img_size):
             raise ValueError(f"expected input (N, 3, {a.img_size}, {a.img_size}), got {tuple(image.shape)}")
-        x = self.encoder.tokens(image)
         first_patch = 1 + a.num_register_tokens
         targets = set(a.target_layers)
         en_list = []
-        for i, blk in enumerate(self.encoder.blocks):
-            x = blk(x)
-            if i in targets:
-                en_list.append(x[:, first_patch:])
-        x = _fuse(en_list)
-
+        with torch.no_grad() if frozen_encoder else contextlib.nullcontext():
+            x = self.encoder.tokens(image)
+            for i, blk in enumerate(self.encoder.blocks):
+                x = blk(x)
+                if i in targets:
+                    en_list.append(x[:, first_patch:])
+            x = _fuse(en_list)
+        fused = x
         p = self.prototype_token.unsqueeze(0).expand(x.shape[0], a.inp_num, a.embed_dim)
         for blk in self.aggregation:
             p = blk(p, x)
@@ -301,10 +311,9 @@ class INPFormer(nn.Module):
             x = blk(x, p)
             de_list.append(x)
         de_list.reverse()
-
         en = [self._to_map(_fuse([en_list[i] for i in g])) for g in a.fuse_layer_encoder]
         de = [self._to_map(_fuse([de_list[i] for i in g])) for g in a.fuse_layer_decoder]
-        return en, de
+        return en, de, fused, p
 
     def _to_map(self, t: Tensor) -> Tensor:
         return t.transpose(1, 2).reshape(-1, self.arch.embed_dim, self.arch.grid, self.arch.grid)

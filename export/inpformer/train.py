@@ -354,41 +354,10 @@ class TrainableINPFormer(nn.Module):
         self.net.prototype_token.normal_(0.0, 1.0, generator=g)
 
     # ---- forward ----------------------------------------------------------------------------
-    def _to_map(self, t: Tensor) -> Tensor:
-        a = self.arch
-        return t.transpose(1, 2).reshape(t.shape[0], a.embed_dim, a.grid, a.grid)
-
     def forward_tokens(self, image: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
-        """``(en, de, x, p)``: fused levels (N, C, g, g) as ``INPFormer.levels``, the fused encoder
-        tokens x (N, g², C) and the aggregated prototypes p (N, P, C). The encoder runs without
-        gradients (frozen, as upstream runs its blocks under ``no_grad``)."""
-        a, net = self.arch, self.net
-        if tuple(image.shape[1:]) != (3, a.img_size, a.img_size):
-            raise ValueError(f"expected input (N, 3, {a.img_size}, {a.img_size}), got {tuple(image.shape)}")
-        first_patch = 1 + a.num_register_tokens
-        targets = set(a.target_layers)
-        with torch.no_grad():
-            x = net.encoder.tokens(image)
-            en_list = []
-            for i, blk in enumerate(net.encoder.blocks):
-                x = blk(x)
-                if i in targets:
-                    en_list.append(x[:, first_patch:])
-            x = torch.stack(en_list, dim=1).mean(dim=1)
-        fused = x
-        p = net.prototype_token.unsqueeze(0).expand(x.shape[0], a.inp_num, a.embed_dim)
-        for blk in net.aggregation:
-            p = blk(p, x)
-        for mlp in net.bottleneck:
-            x = mlp(x)
-        de_list = []
-        for blk in net.decoder:
-            x = blk(x, p)
-            de_list.append(x)
-        de_list.reverse()
-        en = [self._to_map(torch.stack([en_list[i] for i in g], 1).mean(1)) for g in a.fuse_layer_encoder]
-        de = [self._to_map(torch.stack([de_list[i] for i in g], 1).mean(1)) for g in a.fuse_layer_decoder]
-        return en, de, fused, p
+        """``(en, de, x, p)`` of ``INPFormer.parts`` with the encoder frozen (no gradients, as
+        upstream runs its blocks under ``no_grad``)."""
+        return self.net.parts(image, frozen_encoder=True)
 
     def forward(self, image: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         en, de, x, p = self.forward_tokens(image)
