@@ -20,10 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sdk_cli.register(sub)
     evaluation_cli.register(sub)
-    # The export toolchain's commands (export, fit) are offered when the `export` package is
+    # The export toolchain's commands (export, fit, build, selftest) are offered when the `export` package is
     # there. Its modules named here hold argument definitions only (torch loads when a command
     # runs); a runtime-only device without it still gets every on-device command.
-    for module in ("export.cli", "export.cli_fit"):
+    for module in ("export.cli", "export.cli_fit", "export.tensorrt.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

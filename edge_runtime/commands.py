@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from sdk.backends import BACKEND_HELP
+
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"  # the camera's PUB (robis-edge camera --output default)
 DEFAULT_OUTPUT = "tcp://127.0.0.1:5556"  # serve's results
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"  # suggested --control address (no default: optional)
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "waiting frame by its newest. Every dropped frame gets an 'overloaded' result")
     p.add_argument("--max-payload-mb", type=float, default=128.0,
                    help="largest accepted payload, and largest decoded PNG/JPEG in megapixels (default 128)")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per bundle")
     p.add_argument("--mask-scale", type=float,
                    help="scale of the published masks (default: the map scale, 1/4 for RoBiS)")

@@ -13,6 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .backends import BACKEND_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the SDK commands to the top-level parser."""
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--image", type=Path, help="one image file")
     src.add_argument("--images", type=Path, help="a folder of images")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--scope", choices=("calibrated", "rolling", "batch"),
                    help="statistics: the bundle's calibration (default), recent frames, or this set of "
                    "images as one batch (RoBiS offline semantics)")
@@ -61,10 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", required=True, type=Path)
     p.add_argument("--images", required=True, type=Path, help="folder of images (any nesting)")
     p.add_argument("--defective", type=Path, help="optional folder of defective images to include")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--dry-run", action="store_true", help="print the statistics, do not write the bundle")
     p.add_argument("--min-images", type=int, default=10, help="warn below this many images (default 10)")
+    p.add_argument("--reference-tiles", type=int, default=4, metavar="N",
+                   help="also store N tiles of these images in the bundle for the TensorRT parity gate "
+                   "of `robis-edge build` (default 4: the 2 highest-scoring, 1 middle, the lowest; 0: keep "
+                   "the bundle's)")
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -231,8 +237,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # the scope does not matter: calibration is batch statistics
         insp = Inspector(bundle, backend=args.backend, scope="rolling", threads=args.threads)
     source = str(args.images) + (f" + {args.defective}" if args.defective else "")
-    cal = insp.calibrate([im for im, _ in loaded], [c for _, c in loaded], source=source,
-                         n_defective=len(bad) if args.defective else None, progress=True)
+    cal, ref_tiles = insp.calibrate_with_reference(
+        [im for im, _ in loaded], [c for _, c in loaded], source=source,
+        n_defective=len(bad) if args.defective else None, progress=True, n_reference=args.reference_tiles)
     b = cal.bins
     print(f"calibration of {bundle.name!r} on {cal.n_images} images"
           f"{f' ({len(bad)} defective)' if args.defective else ''}:")
@@ -246,6 +253,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print("dry run: bundle not written")
         return 0
     bundle.set_calibration(cal)
+    if ref_tiles:
+        from .reference import write_reference_tiles
+
+        write_reference_tiles(bundle, ref_tiles, f"robis-edge calibrate on {source}")
+        print(f"  reference tiles     {len(ref_tiles)} stored under reference/ (for `robis-edge build`)")
     bundle.save()
     print(f"written to {bundle.root / 'bundle.json'}")
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .backends import create_backend
+from .backends import Backend, create_backend
 from .bundle import Bundle
 from .errors import CalibrationError, InputError
 from .geometry import TilingPlan
@@ -25,6 +25,7 @@ from .postprocess.binarize import as_map, binarize
 from .postprocess.morphology import apply_morphology
 from .postprocess.stats import SCOPES, BinStats, Calibration, NormStats, RollingStats
 from .preprocess import TilePreprocessor, prepare_frame
+from .reference import DEFAULT_TILES, choose_tiles, cut_tiles
 from .verdict import Region, decide, find_regions, roi_slices
 
 
@@ -75,18 +76,25 @@ class Inspector:
     numbers) or ``"rolling"`` (the last ``rolling_window`` frames). Default: calibrated when the
     bundle is, otherwise rolling with a warning (``scope_reason`` and every Result say which).
     ``inspect_batch(..., scope="batch")`` reproduces RoBiS' offline semantics over a set of frames.
+    ``backend``: a name (``sdk.backends.BACKENDS``) or a ready ``Backend`` object; with an object,
+    SAM refinement runs only when ``refine=True`` is passed.
     """
 
-    def __init__(self, bundle: Bundle | str | Path, backend: str = "auto", *, scope: str | None = None,
-                 rolling_window: int = 64, mask_scale: float | None = None, threads: int | None = None,
-                 max_batch: int | None = None, refine: bool | None = None) -> None:
+    def __init__(self, bundle: Bundle | str | Path, backend: str | Backend = "auto", *,
+                 scope: str | None = None, rolling_window: int = 64, mask_scale: float | None = None,
+                 threads: int | None = None, max_batch: int | None = None,
+                 refine: bool | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.preprocess_spec = self.bundle.preprocess
         self.window, self.overlap = self.bundle.tiling
         self.map_size = self.bundle.map_size
-        self.backend = create_backend(str(self.bundle.model_path), input_size=self.preprocess_spec.size,
-                                      map_size=self.map_size, backend=backend, threads=threads,
-                                      max_batch=max_batch)
+        if isinstance(backend, str):
+            self.backend = create_backend(str(self.bundle.model_path), input_size=self.preprocess_spec.size,
+                                          map_size=self.map_size, backend=backend, threads=threads,
+                                          max_batch=max_batch, bundle=self.bundle)
+        else:  # a Backend object made by the caller (the engine parity gate, tests)
+            self.backend, backend = backend, "auto"
+            refine = False if refine is None else refine
         self.binarize_config = self.bundle.binarize_config
         # SAM refinement (docs/refine.md): None = as the bundle says, False = never, True = required
         from .refine import load_sam_refiner
@@ -241,11 +249,26 @@ class Inspector:
     def calibrate(self, images: Iterable[np.ndarray], colors: Sequence[str | None] | None = None,
                   source: str = "", n_defective: int | None = None, progress: bool = False) -> Calibration:
         """Batch-scope statistics over ``images``, ready to freeze in the bundle."""
+        return self.calibrate_with_reference(images, colors, source, n_defective, progress, 0)[0]
+
+    def calibrate_with_reference(self, images: Iterable[np.ndarray],
+                                 colors: Sequence[str | None] | None = None, source: str = "",
+                                 n_defective: int | None = None, progress: bool = False,
+                                 n_reference: int = DEFAULT_TILES) -> tuple[Calibration, list[np.ndarray]]:
+        """``calibrate`` plus ``n_reference`` tiles of these images for the TensorRT parity gate
+        (``sdk.reference.choose_tiles``: the top half by score, the rest spread down to the lowest)."""
         images = list(images)
         colors = list(colors) if colors is not None else [None] * len(images)
-        _, _, norm, bins, _ = self._batch_statistics(images, colors, progress)
-        return Calibration(norm, bins, len(images), n_defective, source,
-                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        raws, _, norm, bins, _ = self._batch_statistics(images, colors, progress)
+        cal = Calibration(norm, bins, len(images), n_defective, source,
+                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        where = [(i, k) for i, r in enumerate(raws) for k in range(len(r.tiles))]
+        scores = np.concatenate([r.tiles.reshape(len(r.tiles), -1).max(axis=1) for r in raws])
+        tiles = []
+        for j in choose_tiles(scores, n_reference):
+            r = raws[where[j][0]]
+            tiles.append(cut_tiles(r.frame, r.plan, self.preprocess_spec.size)[where[j][1]].copy())
+        return cal, tiles
 
     def _batch_statistics(self, images, colors, progress):
         if len(images) == 0:

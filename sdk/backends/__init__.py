@@ -10,7 +10,9 @@ import numpy as np
 
 from ..errors import BackendError
 
-BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "ort-cpu", "ort-cuda", "ort-tensorrt")
+BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "ort-cpu", "ort-cuda", "ort-tensorrt")
+BACKEND_HELP = ("auto (default: the bundle's TensorRT engine, else ONNX Runtime TensorRT/CUDA execution "
+                "provider, else CPU; says why), tensorrt, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
 
 
 class Backend(Protocol):
@@ -26,14 +28,48 @@ class Backend(Protocol):
         ...
 
 
+def tensorrt_engine_for(bundle, model: str):
+    """The bundle's TensorRT engine of ``model`` that can run on this host, or (None, why not)."""
+    from ..engines import engine_entries, select_engine
+    from .gpu import cuda_device, tensorrt_probe
+
+    if bundle is None or not engine_entries(bundle, model):
+        return None, "the bundle has no TensorRT engine (`robis-edge build` makes one on the device)"
+    trt = tensorrt_probe()
+    gpu, gpu_why = cuda_device()
+    entry, why = select_engine(bundle, model, trt.version, gpu.name if gpu else None,
+                               gpu.compute_capability if gpu else None)
+    if entry is None:
+        details = [d for d in (trt.detail, gpu_why) if d]
+        return None, why + (f" ({'; '.join(details)})" if details else "")
+    return entry, why
+
+
 def create_backend(model_path: str, *, input_size: int, map_size: int, backend: str = "auto",
-                   threads: int | None = None, max_batch: int | None = None) -> Backend:
-    """Create the backend asked for. ``auto`` takes the fastest ONNX Runtime provider present
-    (TensorRT EP, then CUDA EP, then CPU) and records the reason."""
+                   threads: int | None = None, max_batch: int | None = None, bundle=None) -> Backend:
+    """Create the backend asked for.
+
+    ``auto``: the bundle's TensorRT engine when one matches this GPU and TensorRT version, else the
+    fastest ONNX Runtime provider present (TensorRT EP, CUDA EP, CPU); ``reason`` says which and why
+    the faster ones were not taken. ``tensorrt`` requires a matching engine (error otherwise)."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    not_trt = ""
+    if backend in ("auto", "tensorrt"):
+        entry, why = tensorrt_engine_for(bundle, "anomaly_model")
+        if entry is not None:
+            from .gpu import cuda_device
+            from .tensorrt import TrtBackend
+
+            gpu, _ = cuda_device()
+            return TrtBackend(bundle.resolve(entry.file), input_size=input_size, map_size=map_size,
+                              precision=entry.precision, reason=f"{backend}: {why}",
+                              device=gpu.name if gpu else "", max_batch=max_batch)
+        if backend == "tensorrt":
+            raise BackendError(f"backend 'tensorrt' needs a TensorRT engine for this GPU: {why}")
+        not_trt = f"; TensorRT engine not used: {why}"
     from .onnxruntime import OrtBackend, choose_providers
 
     providers, reason = choose_providers(backend)
-    return OrtBackend(model_path, providers, reason, input_size=input_size, map_size=map_size,
+    return OrtBackend(model_path, providers, reason + not_trt, input_size=input_size, map_size=map_size,
                       threads=threads, max_batch=max_batch)

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..backends import BACKEND_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` and ``bench`` to the top-level parser."""
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="statistics of the post-processing: the bundle's calibration (default, as serve), "
                    "the last frames in dataset order, or each product's split as one batch (RoBiS' "
                    "offline semantics, via Inspector.inspect_batch)")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--fpr-limit", type=float, default=0.05,
                    help="integration limit of AucPro (default 0.05 as MVTec AD 2; MVTec AD used 0.3)")
@@ -57,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", required=True, type=Path)
     p.add_argument("--frame-size", nargs="+", default=["2448x2048"], metavar="WxH",
                    help="frame sizes (default 2448x2048)")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--frames", type=int, default=30, help="timed frames per size (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames per size first (default 3)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")

@@ -265,10 +265,30 @@ def load_sam_refiner(bundle, backend: str = "auto", *, threads: int | None = Non
     for rel in (spec.encoder_file, spec.decoder_file):
         if rel not in files:
             raise BundleError(f"{where}: {rel!r} (refine.sam) is not listed under 'files' with its sha256")
+    if providers is None and backend in ("auto", "tensorrt"):
+        engines = _sam_engines(bundle, backend)
+        if engines is not None:
+            return SamRefiner.from_sessions(*engines, mode=mode, top_n=spec.top_n,
+                                            channel_order=spec.channel_order,
+                                            mask_threshold=spec.mask_threshold, fill_holes=spec.fill_holes)
     if providers is None:
         from ..backends.onnxruntime import choose_providers
 
-        providers, _ = choose_providers(backend)
+        providers, _ = choose_providers("auto" if backend == "tensorrt" else backend)
     return SamRefiner(bundle.resolve(spec.encoder_file), bundle.resolve(spec.decoder_file), mode, spec.top_n,
                       spec.channel_order, providers, threads=threads, mask_threshold=spec.mask_threshold,
                       fill_holes=spec.fill_holes)
+
+
+def _sam_engines(bundle, backend: str):
+    """TensorRT sessions for the SAM encoder and decoder when the bundle has engines for both that
+    run here. ``tensorrt`` without them runs SAM on ONNX Runtime (the anomaly model's engine is
+    what that backend name requires; SAM engines are optional)."""
+    from ..backends import tensorrt_engine_for
+
+    found = [tensorrt_engine_for(bundle, m)[0] for m in ("sam_encoder", "sam_decoder")]
+    if any(e is None for e in found):
+        return None
+    from ..backends.tensorrt import TrtSession
+
+    return tuple(TrtSession(bundle.resolve(e.file), f"TensorRT {e.precision}") for e in found)

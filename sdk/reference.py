@@ -1,0 +1,104 @@
+"""Reference tiles stored in a bundle (``bundle.json`` ``reference``; docs/gpu.md).
+
+A few real tiles, cut from the images a bundle was calibrated (or exported) with, kept as
+lossless PNG: the TensorRT parity gate (``robis-edge build``) runs them through ONNX Runtime fp32
+and through the new engine and compares maps and verdicts. Tiles are window-sized frames (one tile
+each), so the gate runs the whole pipeline on them; bundles without tiling keep whole frames
+resized to the model's input size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import BundleError, InputError
+from .geometry import TilingPlan
+from .imageio import read_image, write_png
+
+REFERENCE_DIR = "reference"
+DEFAULT_TILES = 4
+
+
+def choose_tiles(scores: np.ndarray, n: int) -> list[int]:
+    """Indices of ``n`` tiles: the ⌈n/2⌉ highest-scoring (likely defects: the gate must see tiles
+    that fail) and the rest spread evenly over the remaining ranks down to the lowest."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    n = min(max(n, 0), len(order))
+    top = (n + 1) // 2
+    rest = order[top:]
+    picks = list(order[:top])
+    if n - top >= len(rest):
+        picks += list(rest)
+    elif n - top > 0:
+        at = np.round(np.linspace(0, len(rest) - 1, n - top + 1)[1:]).astype(int)  # ends at the lowest
+        picks += list(rest[np.unique(at)])
+    return [int(i) for i in picks]
+
+
+def cut_tiles(frame: np.ndarray, plan: TilingPlan, size: int) -> np.ndarray:
+    """The plan's tiles of a prepared frame (gray H×W or RGB H×W×3, uint8); an untiled plan gives
+    the whole frame resized to ``size`` (what the model sees, before its own resize)."""
+    if plan.window is None:
+        return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)[None]
+    return plan.extract(frame)
+
+
+def write_reference_tiles(bundle, tiles: list[np.ndarray], source: str) -> list[str]:
+    """Replace the bundle's reference tiles (files and ``reference`` section; not saved)."""
+    if not tiles:
+        raise InputError("no reference tiles to write")
+    old = bundle.raw.get("reference", {}).get("tiles", [])
+    files = bundle.raw.setdefault("files", {})
+    for rel in old:
+        files.pop(rel, None)
+        p = bundle.root / rel
+        if p.is_file():
+            p.unlink()
+    rels = []
+    for i, t in enumerate(tiles):
+        rel = f"{REFERENCE_DIR}/tile_{i:02d}.png"
+        write_png(bundle.root / rel, np.ascontiguousarray(t if t.ndim == 2 else t[:, :, ::-1]))  # PNG is BGR
+        bundle.add_file(rel)
+        rels.append(rel)
+    bundle.raw["reference"] = {"tiles": rels, "color": "gray" if tiles[0].ndim == 2 else "rgb",
+                               "source": source}
+    return rels
+
+
+def load_reference_tiles(bundle) -> tuple[list[np.ndarray], str]:
+    """The bundle's reference tiles and their colour ("gray" or "rgb")."""
+    ref = bundle.raw.get("reference")
+    if not isinstance(ref, dict) or not ref.get("tiles"):
+        raise BundleError(f"{bundle.root}: no reference tiles (run `robis-edge calibrate` on a few images, "
+                          "or pass --reference-images)")
+    files = bundle.raw.get("files", {})
+    out = []
+    for rel in ref["tiles"]:
+        if rel not in files:
+            raise BundleError(f"{bundle.root}: reference tile {rel!r} is not listed under 'files'")
+        img, color = read_image(bundle.resolve(rel))
+        out.append(img if color == "gray" else img[:, :, ::-1].copy())  # read_image gives BGR
+    return out, str(ref.get("color", "rgb"))
+
+
+def tiles_from_images(paths: list[Path], window: int | None, overlap: float, size: int,
+                      scores_of=None, n: int = DEFAULT_TILES) -> list[np.ndarray]:
+    """Reference tiles from image files (``--reference-images``): every tile of every image, then
+    ``choose_tiles`` on ``scores_of(tiles)`` when given, else evenly over the images' tiles."""
+    from .preprocess import prepare_frame
+
+    pool = []
+    for p in paths:
+        img, color = read_image(p)
+        frame = prepare_frame(img, color)
+        plan = TilingPlan(frame.shape[0], frame.shape[1], window, overlap)
+        pool.extend(cut_tiles(frame, plan, size))
+    if not pool:
+        raise InputError("no images to cut reference tiles from")
+    if scores_of is None:
+        idx = np.unique(np.round(np.linspace(0, len(pool) - 1, min(n, len(pool)))).astype(int))
+        return [pool[i] for i in idx]
+    return [pool[i] for i in choose_tiles(scores_of(np.stack(pool)), n)]
