@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--overlap", type=float, default=0.1, help="tiling overlap (default 0.1)")
     q.add_argument("--tolerance", type=float, default=1e-4, help="max |ORT - torch| accepted (default 1e-4)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    q.add_argument("--reference-images", type=Path, metavar="DIR",
+                   help="store 4 tiles of these images in the bundle as the reference of the TensorRT "
+                   "parity gate (`robis-edge build`; `calibrate` also stores them)")
     q.set_defaults(func=cmd_export_inpformer)
     from .sam.cli import register_target as register_sam_target
 
@@ -52,9 +55,16 @@ def cmd_export_inpformer(args: argparse.Namespace) -> int:
     try:
         arch = preset(args.preset, **overrides) if args.preset else \
             InpFormerArch.from_json(args.arch).replace(**overrides)
-        export_inpformer_bundle(args.checkpoint, arch, args.out, name=args.name or args.out.name,
-                                window=None if args.no_tiling else args.window, overlap=args.overlap,
-                                tolerance=args.tolerance, overwrite=args.overwrite)
+        bundle, _ = export_inpformer_bundle(args.checkpoint, arch, args.out, name=args.name or args.out.name,
+                                            window=None if args.no_tiling else args.window,
+                                            overlap=args.overlap, tolerance=args.tolerance,
+                                            overwrite=args.overwrite)
     except (ArchitectureError, ExportMismatchError) as exc:
         raise ExportError(str(exc)) from exc
+    if args.reference_images:
+        from sdk.reference import store_reference_from_folder
+
+        rels = store_reference_from_folder(bundle, args.reference_images)
+        bundle.save()
+        print(f"{len(rels)} reference tiles from {args.reference_images} stored for `robis-edge build`")
     return 0

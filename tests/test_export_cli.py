@@ -17,8 +17,14 @@ ort = pytest.importorskip("onnxruntime")
 def test_export_golden_checkpoint_to_bundle(tmp_path, capsys):
     g = shared_path("golden", "inpformer_tiny")
     out = tmp_path / "tiny"
+    from sdk.imageio import write_png
+    from sdk.synthetic import make_frames
+
+    for f in make_frames(2, defect_rate=0.5, seed=4):
+        write_png(tmp_path / "ref" / f"{f.name}.png", f.image)
     rc = main(["export", "inpformer", "--checkpoint", str(g / "model.pth"), "--arch", str(g / "config.json"),
-               "--out", str(out), "--name", "tiny", "--window", "196"])
+               "--out", str(out), "--name", "tiny", "--window", "196",
+               "--reference-images", str(tmp_path / "ref")])
     assert rc == 0
     log = capsys.readouterr().out
     assert "[1/3]" in log and "max |ORT - torch|" in log
@@ -31,6 +37,12 @@ def test_export_golden_checkpoint_to_bundle(tmp_path, capsys):
 
     assert prov["source_checkpoint_sha256"] == hashlib.sha256((g / "model.pth").read_bytes()).hexdigest()
     assert {"torch", "onnx", "opset", "exporter"} <= set(prov)
+    # reference tiles for the TensorRT parity gate, listed with their sha256
+    from sdk import Bundle
+    from sdk.reference import load_reference_tiles
+
+    tiles, _ = load_reference_tiles(Bundle.load(out))
+    assert len(tiles) == 4 and all(t.shape[:2] == (196, 196) for t in tiles)
     # The bundle's ONNX model reproduces the upstream code's anomaly map.
     sess = ort.InferenceSession(str(out / meta["anomaly_model"]["file"]), providers=["CPUExecutionProvider"])
     x = np.load(g / "input.npy").astype(np.float32)

@@ -93,8 +93,7 @@ def build_bundle_engines(bundle_path: str | Path, precision: str = "fp16", *, wo
     from sdk.backends.gpu import cuda_device
     from sdk.backends.onnxruntime import open_session
     from sdk.backends.tensorrt import TrtBackend, TrtSession
-    from sdk.imageio import IMAGE_EXTS, find_files
-    from sdk.reference import load_reference_tiles, tiles_from_images, write_reference_tiles
+    from sdk.reference import load_reference_tiles, store_reference_from_folder
 
     from .engine_build import build_engine, import_tensorrt
 
@@ -108,20 +107,9 @@ def build_bundle_engines(bundle_path: str | Path, precision: str = "fp16", *, wo
     ort_ref = create_backend(str(bundle.model_path), input_size=s, map_size=bundle.map_size,
                              backend="ort-cpu")
     if reference_images:
-        paths = find_files(reference_images, IMAGE_EXTS)
-        window, overlap = bundle.tiling
-
-        def scores(stack):  # the tile's score with the ONNX Runtime reference: spread the choice
-            from sdk.preprocess import TilePreprocessor
-
-            pre = TilePreprocessor(bundle.preprocess, stack.shape[1:3])
-            return np.concatenate([ort_ref.run(pre(stack[k:k + 1])).reshape(1, -1).max(1)
-                                   for k in range(len(stack))])
-
-        tiles = tiles_from_images(paths, window, overlap, s, scores_of=scores)
-        write_reference_tiles(bundle, tiles, f"robis-edge build --reference-images {reference_images}")
+        store_reference_from_folder(bundle, reference_images)
         bundle.save()
-        log(f"{len(tiles)} reference tiles from {reference_images} stored in the bundle")
+        log(f"new reference tiles from {reference_images} stored in the bundle")
     tiles, color = load_reference_tiles(bundle)
     log(f"TensorRT {trt.__version__} on {gpu.name} (compute capability {gpu.compute_capability}); "
         f"{len(tiles)} reference tiles; ONNX Runtime fp32 (CPU) is the reference")
