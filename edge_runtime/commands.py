@@ -11,7 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-from sdk.backends import BACKEND_HELP
+# sdk.backends.BACKEND_HELP in words: this module imports only the standard library (tested).
+BACKEND_HELP = ("auto (default: the bundle's TensorRT engine, else ONNX Runtime TensorRT/CUDA execution "
+                "provider, else CPU; says why), tensorrt, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
 
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"  # the camera's PUB (robis-edge camera --output default)
 DEFAULT_OUTPUT = "tcp://127.0.0.1:5556"  # serve's results

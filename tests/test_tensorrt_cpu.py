@@ -398,3 +398,12 @@ def test_shipped_selftest_model_is_the_generated_one():
     assert {"/blocks.0/norm1/LayerNormalization", "/blocks.0/attn/Softmax", "/head/ReduceL2",
             "/head/Div", "/head/Resize"} <= pinned
     assert "/blocks.0/attn/q/MatMul" not in pinned and "/patch_embed/proj/Conv" not in pinned
+
+
+def test_runtime_backend_help_matches_the_sdk():
+    """edge_runtime.commands keeps its own copy (standard library only); it must say the same."""
+    from edge_runtime import commands
+    from sdk.backends import BACKEND_HELP, BACKENDS
+
+    assert commands.BACKEND_HELP == BACKEND_HELP
+    assert all(name in BACKEND_HELP for name in BACKENDS)
