@@ -59,6 +59,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sdk import Inspector, create_bundle
     from sdk.bundle import PreprocessSpec, VerdictSpec
+    from sdk.reference import write_reference_tiles
     from sdk.synthetic import make_frames
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,10 +77,13 @@ def main() -> int:
                                        "model": "classical local-contrast detector (demo only)"})
     # Calibrate like §5.3 asks: a production-like mix, defective frames included.
     frames = make_frames(args.calibration_frames, defect_rate=0.5, seed=1000)
-    cal = Inspector(bundle, scope="rolling").calibrate(
+    cal, tiles = Inspector(bundle, scope="rolling").calibrate_with_reference(
         [f.image for f in frames], ["gray"] * len(frames), source="sdk.synthetic seed 1000",
         n_defective=sum(f.defective for f in frames), progress=True)
     bundle.set_calibration(cal)
+    # reference tiles for the TensorRT parity gate (`robis-edge build`), and the camera's frame size
+    write_reference_tiles(bundle, tiles, "sdk.synthetic seed 1000 (calibration frames)")
+    bundle.raw["tiling"]["frame_hw"] = list(frames[0].image.shape[:2])
     bundle.save()
     print(f"demo bundle written to {args.out}")
     return 0

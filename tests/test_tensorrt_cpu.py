@@ -56,6 +56,9 @@ def test_profiles_follow_the_bundle_tiling(demo_copy):
     assert [x.model for x in p] == ["anomaly_model"]
     assert p[0].shapes == {"image": ((1, 3, 256, 256), (6, 3, 256, 256), (6, 3, 256, 256))}
     assert p[0].ladder == ("fp16", "fp16-safe", "fp32") and p[0].profiles == 2
+    assert demo_copy.raw["tiling"]["frame_hw"] == [972, 1432]  # the demo camera's frames: 6 tiles
+    assert plan.model_plans(demo_copy, "fp32")[0].shapes["image"][2][0] == 6
+    del demo_copy.raw["tiling"]["frame_hw"]  # unknown camera: 2448×2048
     assert plan.model_plans(demo_copy, "fp32")[0].shapes["image"][2][0] == 30
     assert plan.model_plans(demo_copy, "int8")[0].ladder == ("int8", "fp16", "fp16-safe", "fp32")
     demo_copy.raw["tiling"]["frame_hw"] = [512, 512]
@@ -270,6 +273,8 @@ def test_rgb_reference_tiles_round_trip(demo_copy):
 
 
 def test_missing_reference_tiles_say_how_to_get_them(demo_copy):
+    assert len(load_reference_tiles(demo_copy)[0]) == 4  # the demo bundle ships its tiles
+    del demo_copy.raw["reference"]
     with pytest.raises(BundleError, match="robis-edge calibrate"):
         load_reference_tiles(demo_copy)
 
