@@ -80,12 +80,13 @@ def test_line_pc_inspector_folder_matches_the_sdk(tmp_path, demo_bundle):
 
     mod = _load("line_pc_inspector")
     frames = make_frames(3, 240, 320, defect_rate=0.5, seed=3)
+    folder = tmp_path / "frames"  # not tmp_path itself: the bundle copy there holds PNGs too
     for f in frames:
-        write_png(tmp_path / f"{f.name}.png", f.image)
-    (tmp_path / "zz_broken.png").write_bytes(b"not a png")
+        write_png(folder / f"{f.name}.png", f.image)
+    (folder / "zz_broken.png").write_bytes(b"not a png")
     insp = Inspector(demo_bundle, backend="ort-cpu", threads=1)
     buf = io.StringIO()
-    counts = mod.run(insp, mod.acquire_folder(tmp_path), out=buf)
+    counts = mod.run(insp, mod.acquire_folder(folder), out=buf)
     lines = buf.getvalue().splitlines()
     assert counts["error"] == 1 and sum(counts.values()) == 4
     assert "zz_broken.png verdict=error" in lines[-1] and "not a readable image" in lines[-1]
