@@ -14,7 +14,6 @@ from typing import Any
 from .errors import BackendError, BundleError
 
 MODELS = ("anomaly_model", "sam_encoder", "sam_decoder")
-PRECISIONS = ("fp32", "fp16", "fp16-safe", "int8")
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class EngineEntry:
     file: str  # the engine, relative to the bundle
     onnx_file: str  # the ONNX file it was built from
     onnx_sha256: str
-    precision: str  # the precision that passed the parity gate (see PRECISIONS)
+    precision: str  # the step that passed the parity gate (export/tensorrt/plan.py LADDERS)
     tensorrt_version: str
     gpu_name: str
     compute_capability: str

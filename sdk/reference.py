@@ -84,43 +84,25 @@ def load_reference_tiles(bundle) -> tuple[list[np.ndarray], str]:
     return out, str(ref.get("color", "rgb"))
 
 
-def tiles_from_images(paths: list[Path], window: int | None, overlap: float, size: int,
-                      scores_of=None, n: int = DEFAULT_TILES) -> list[np.ndarray]:
-    """Reference tiles from image files: every tile of every image, then ``choose_tiles`` on
-    ``scores_of(tiles)`` when given, else evenly over the images' tiles."""
-    from .preprocess import prepare_frame
-
-    pool = []
-    for p in paths:
-        img, color = read_image(p)
-        frame = prepare_frame(img, color)
-        plan = TilingPlan(frame.shape[0], frame.shape[1], window, overlap)
-        pool.extend(cut_tiles(frame, plan, size))
-    if not pool:
-        raise InputError("no images to cut reference tiles from")
-    if scores_of is None:
-        idx = np.unique(np.round(np.linspace(0, len(pool) - 1, min(n, len(pool)))).astype(int))
-        return [pool[i] for i in idx]
-    return [pool[i] for i in choose_tiles(scores_of(pool), n)]
-
-
 def store_reference_from_folder(bundle, folder: str | Path, n: int = DEFAULT_TILES) -> list[str]:
-    """Cut reference tiles from the images under ``folder``, chosen by their score with the
+    """Cut every tile of the images under ``folder``, keep ``n`` chosen by their score with the
     bundle's model on ONNX Runtime CPU (``choose_tiles``), and write them into the bundle."""
     from .backends import create_backend
     from .imageio import IMAGE_EXTS, find_files
-    from .preprocess import TilePreprocessor
+    from .preprocess import TilePreprocessor, prepare_frame
 
     paths = find_files(folder, IMAGE_EXTS)
     if not paths:
         raise InputError(f"no images ({', '.join(IMAGE_EXTS)}) under {folder}")
     spec = bundle.preprocess
+    window, overlap = bundle.tiling
+    pool = []
+    for p in paths:
+        img, color = read_image(p)
+        frame = prepare_frame(img, color)
+        pool.extend(cut_tiles(frame, TilingPlan(frame.shape[0], frame.shape[1], window, overlap), spec.size))
     model = create_backend(str(bundle.model_path), input_size=spec.size, map_size=bundle.map_size,
                            backend="ort-cpu")
-
-    def scores(tiles: list[np.ndarray]) -> np.ndarray:
-        return np.array([float(model.run(TilePreprocessor(spec, t.shape[:2])(t[None])).max()) for t in tiles])
-
-    window, overlap = bundle.tiling
-    tiles = tiles_from_images(paths, window, overlap, spec.size, scores_of=scores, n=n)
-    return write_reference_tiles(bundle, tiles, f"images under {folder}")
+    pre = TilePreprocessor(spec, pool[0].shape[:2])  # every tile has the window's (or S×S) size
+    scores = np.array([float(model.run(pre(t[None])).max()) for t in pool])
+    return write_reference_tiles(bundle, [pool[i] for i in choose_tiles(scores, n)], f"images under {folder}")

@@ -251,10 +251,15 @@ def test_calibrate_stores_reference_tiles_the_gate_reads(demo_copy, tmp_path):
     tiles, color = load_reference_tiles(b)
     assert len(tiles) == 3 and color == ("gray" if frames[0].image.ndim == 2 else "rgb")
     assert all(t.shape[:2] == (512, 512) and t.dtype == np.uint8 for t in tiles)
-    # the tiles are cut from these frames, and they include the highest-scoring tile of the set
+    # the tiles are cut from these frames: the first is the highest-scoring tile of the whole set,
+    # and every one is one of the frames' tiles, pixel for pixel
+    from sdk.geometry import TilingPlan
+
+    every = [t for f in frames for t in TilingPlan(*f.image.shape[:2], 512, 0.1).extract(f.image)]
     insp = Inspector(b, backend="ort-cpu")
-    best = max(insp.inspect(t, color).score for t in tiles)
-    assert best == pytest.approx(max(insp.inspect(t, color).score for t in tiles[:1]))
+    _, top = insp.calibrate_with_reference([f.image for f in frames], n_reference=1)
+    assert np.array_equal(tiles[0], top[0])
+    assert all(any(np.array_equal(t, e) for e in every) for t in tiles)
     # a second calibration replaces them (old files and entries gone)
     rc = robis_edge(["calibrate", "--bundle", str(demo_copy.root), "--images", str(tmp_path / "imgs"),
                      "--reference-tiles", "2", "--min-images", "1"])

@@ -94,7 +94,7 @@ def compare(precision: str, ref_maps: Sequence[np.ndarray], maps: Sequence[np.nd
         raise ValueError("the gate needs the same, non-zero number of maps, verdicts and masks from "
                          "both runs")
     tol = TOLERANCES[precision]
-    cos, dmax, ious, agree = [], [], [], 0
+    cos, dmax = [], []
     for r, m in zip(ref_maps, maps):
         if r.shape != m.shape:
             raise ValueError(f"map shapes differ: {r.shape} vs {m.shape}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,8 +105,7 @@ def ort_checks(facts: dict, require: Sequence[str]) -> tuple[list[Row], np.ndarr
     return rows, ref
 
 
-def tensorrt_checks(facts: dict, ref: np.ndarray | None, require: Sequence[str], quick: bool,
-                    log: Callable[[str], None]) -> list[Row]:
+def tensorrt_checks(facts: dict, ref: np.ndarray | None, require: Sequence[str], quick: bool) -> list[Row]:
     """Build the self-test model into engines and run them through the SDK's TensorRT backend."""
     from .gate import compare_tensors
 
@@ -203,11 +202,11 @@ def bundle_checks(bundle_path: str | Path, backends: Sequence[str] | None, facts
 
 def run_selftest(bundle: str | Path | None = None, backends: Sequence[str] | None = None, *,
                  quick: bool = False, require: Sequence[str] = (), frames: int = 3,
-                 frame_hw: tuple[int, int] | None = None, log: Callable[[str], None] = print) -> list[Row]:
+                 frame_hw: tuple[int, int] | None = None) -> list[Row]:
     rows, facts = environment(require)
     ort_rows, ref = ort_checks(facts, require)
     rows += ort_rows
-    rows += tensorrt_checks(facts, ref, require, quick, log)
+    rows += tensorrt_checks(facts, ref, require, quick)
     if bundle is not None:
         rows += bundle_checks(bundle, backends, facts, quick, frames, frame_hw)
     return rows

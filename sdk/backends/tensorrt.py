@@ -106,20 +106,15 @@ class TrtRunner:
             n = self.engine.num_optimization_profiles
             n = n if contexts is None else max(1, min(int(contexts), n))
             self._free: queue.Queue[_Slot] = queue.Queue()
-            for p in range(n):
-                self._free.put(_Slot(self.engine, p, self.tensors, trt, cuda))
+            slots = [_Slot(self.engine, p, self.tensors, trt, cuda) for p in range(n)]
+            for slot in slots:
+                self._free.put(slot)
             self.contexts = n
+            self.max_shapes = slots[0].max_shapes  # of profile 0 (robis-edge build makes them equal)
         finally:
             self._ctx.pop()
         self.inputs = [t for t in self.tensors if t.is_input]
         self.outputs = [t for t in self.tensors if not t.is_input]
-
-    def max_shape(self, name: str) -> tuple[int, ...]:
-        slot = self._free.get()
-        try:
-            return slot.max_shapes[name]
-        finally:
-            self._free.put(slot)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda = self._cuda
@@ -174,7 +169,7 @@ class TrtBackend:
         if names_in != [INPUT_NAME] or OUTPUT_NAME not in names_out:
             raise BackendError(f"the engine must have input '{INPUT_NAME}' and output '{OUTPUT_NAME}'; "
                                f"it has {names_in} / {names_out}")
-        top = self.runner.max_shape(INPUT_NAME)
+        top = self.runner.max_shapes[INPUT_NAME]
         if tuple(top[1:]) != (3, self.input_size, self.input_size):
             raise BackendError(f"engine input is {top}, the bundle says N×3×{input_size}×{input_size}")
         self.max_batch = min(int(top[0]), max_batch or int(top[0]))
