@@ -28,6 +28,7 @@ class CameraConfig:
     output: str
     source: Path | None = None  # folder of images; None with synthetic=True
     synthetic: bool = False
+    scene: str = "surface"  # synthetic: one of sdk.synthetic.SCENES
     fps: float = 0.0  # 0: as fast as the socket takes them
     encoding: str = "raw"
     count: int | None = None  # default: every file once, or 20 synthetic frames
@@ -69,6 +70,10 @@ class CameraSimulator:
         cfg = config
         if cfg.synthetic == (cfg.source is not None):
             raise ValueError("give exactly one of a source folder or synthetic=True")
+        from sdk.synthetic import SCENES
+
+        if cfg.synthetic and cfg.scene not in SCENES:
+            raise ValueError(f"scene must be one of {SCENES}, got {cfg.scene!r}")
         if cfg.encoding not in P.ENCODINGS:
             raise ValueError(f"encoding must be one of {P.ENCODINGS}")
         if cfg.mode not in ("pub", "push"):
@@ -87,11 +92,11 @@ class CameraSimulator:
         """Generate the synthetic pool now (otherwise the first ``frames()`` call does)."""
         cfg = self.config
         if cfg.synthetic and self._pool is None:
-            from sdk.synthetic import make_frames
+            from sdk.synthetic import make_scene_frames
 
             n = max(1, min(cfg.pool, self.total()))
-            self._pool = [SourceFrame(f.name, f.image, "gray", f.mask, f.defective)
-                          for f in make_frames(n, cfg.height, cfg.width, cfg.defect_rate, cfg.seed)]
+            made = make_scene_frames(cfg.scene, n, cfg.height, cfg.width, cfg.defect_rate, cfg.seed)
+            self._pool = [SourceFrame(f.name, f.image, "gray", f.mask, f.defective) for f in made]
 
     def total(self) -> int:
         cfg = self.config

@@ -89,7 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"address to bind (default {DEFAULT_INPUT})")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--source", type=Path, help="folder of images (any nesting)")
-    src.add_argument("--synthetic", action="store_true", help="synthetic surfaces (sdk.synthetic)")
+    src.add_argument("--synthetic", action="store_true", help="synthetic frames (see --scene)")
+    p.add_argument("--scene", choices=("surface", "sheet"), default="surface",
+                   help="synthetic: 'surface' (sdk.synthetic, default) or 'sheet' (sdk.synthetic_product: "
+                   "the brushed sheet of the INP-Former demo bundle, examples/demo/bundle, 1892x1432)")
     p.add_argument("--fps", type=float, default=0.0,
                    help="frames per second (default 0: as fast as possible)")
     p.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="raw")
@@ -182,7 +185,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
         raise InputError("--curve-secret and --curve-server-key go together")
     try:
         cam = CameraSimulator(CameraConfig(
-            output=args.output, source=args.source, synthetic=args.synthetic, fps=args.fps,
+            output=args.output, source=args.source, synthetic=args.synthetic, scene=args.scene, fps=args.fps,
             encoding=args.encoding, count=args.count, camera=args.camera, product=args.product,
             truth=args.truth, mode=args.mode, width=args.width, height=args.height,
             defect_rate=args.defect_rate, seed=args.seed, pool=args.pool, wait_s=args.wait, loop=args.loop,

@@ -1,5 +1,8 @@
-"""`make demo`: synthetic camera frames → `robis-edge inspect` with the committed demo bundle on
-the CPU → one line per frame, a summary against the ground truth, and overlay pictures."""
+"""Synthetic frames as image files → `robis-edge inspect` with a committed demo bundle on the CPU →
+one line per frame, a summary against the ground truth, and overlay pictures.
+
+Default: the INP-Former demo bundle (examples/demo/bundle) on brushed-sheet frames of its camera
+size (1892×1432); the classical model: ``--bundle examples/demo-bundle --scene surface``."""
 
 from __future__ import annotations
 
@@ -17,17 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     from edge_runtime.cli import main as robis_edge
+    from sdk import Bundle
     from sdk.imageio import write_png
-    from sdk.synthetic import make_frames
+    from sdk.synthetic import SCENES, make_scene_frames
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--bundle", type=Path, default=ROOT / "examples" / "demo-bundle")
+    ap.add_argument("--bundle", type=Path, default=ROOT / "examples" / "demo" / "bundle")
+    ap.add_argument("--scene", choices=SCENES, default="sheet", help="synthetic frames (sdk.synthetic)")
     ap.add_argument("--out", type=Path, default=Path("demo-out"))
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
 
-    frames = make_frames(args.frames, defect_rate=0.5, seed=args.seed)
+    height, width = Bundle.load(args.bundle).frame_hw or (972, 1432)
+    frames = make_scene_frames(args.scene, args.frames, height, width, defect_rate=0.5, seed=args.seed)
     for f in frames:
         write_png(args.out / "frames" / f"{f.name}.png", f.image)
         write_png(args.out / "ground_truth" / f"{f.name}.png", f.mask)

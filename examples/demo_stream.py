@@ -5,6 +5,10 @@ threads of one process on ephemeral ports. Prints one line per frame (seq, truth
 regions, score, latency) and a summary against the simulator's ground truth (recall, false
 alarms, frames/s, latency percentiles), then writes overlays (frame + mask contours + region
 boxes) to a folder it names.
+
+Default: the INP-Former demo bundle (examples/demo/bundle) on synthetic 1892×1432 brushed-sheet
+frames (the camera frame size stored in the bundle). The classical model of the first demo:
+``--bundle examples/demo-bundle --scene surface`` (1432×972 frames).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def render(frame_gray: np.ndarray, header: dict, mask: np.ndarray | None) -> np.ndarray:
-    """BGR overlay from what a subscriber receives: mask contours, region boxes, verdict banner."""
+def render(frame_gray: np.ndarray, header: dict, mask: np.ndarray | None, min_area_px: int = 1) -> np.ndarray:
+    """BGR overlay from what a subscriber receives: mask tint and contours, a box around each region
+    of at least ``min_area_px`` (the bundle's verdict rule; smaller ones keep only their contour),
+    verdict banner."""
     import cv2
 
     h, w = frame_gray.shape[:2]
@@ -37,12 +43,14 @@ def render(frame_gray: np.ndarray, header: dict, mask: np.ndarray | None) -> np.
         out = cv2.addWeighted(out, 0.65, tint, 0.35, 0)
         contours, _ = cv2.findContours(full, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, (255, 255, 255), thick + 1)
-    for r in header["regions"]:
+    big = [r for r in header["regions"] if r["area_px"] >= min_area_px]
+    for r in big:
         x0, y0, x1, y1 = r["bbox"]
-        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), color, thick)
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), color, thick + 1)
     score = "-" if header["score"] is None else f"{header['score']:.1f}"
     n = len(header["regions"])
-    text = f"seq {header['seq']}  {header['verdict'].upper()}  score {score}  regions {n}"
+    text = (f"seq {header['seq']}  {header['verdict'].upper()}  score {score}  regions {n}, "
+            f"{len(big)} >= {min_area_px} px")
     font = max(0.4, max(h, w) / 1500)
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, thick)
     cv2.rectangle(out, (0, 0), (tw + 12, th + base + 12), color, -1)
@@ -57,14 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime import protocol as P
     from edge_runtime.camera import CameraConfig, CameraSimulator
     from edge_runtime.service import Service, ServiceConfig
+    from sdk import Bundle
     from sdk.imageio import write_png
+    from sdk.synthetic import SCENES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, default=ROOT / "examples" / "demo-bundle")
+    ap.add_argument("--bundle", type=Path, default=ROOT / "examples" / "demo" / "bundle")
+    ap.add_argument("--scene", choices=SCENES, default="sheet",
+                    help="synthetic frames: 'sheet' (the INP-Former demo bundle's product, default) or "
+                    "'surface' (the classical examples/demo-bundle)")
     ap.add_argument("--out", type=Path, default=Path("demo-out") / "stream")
-    ap.add_argument("--frames", type=int, default=48)
-    ap.add_argument("--width", type=int, default=1432)
-    ap.add_argument("--height", type=int, default=972)
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--width", type=int, help="default: the bundle's camera frame size, else 1432")
+    ap.add_argument("--height", type=int, help="default: the bundle's camera frame size, else 972")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--fps", type=float, default=0.0, help="camera rate (default 0: as fast as possible)")
     ap.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="raw")
@@ -74,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queue-size", type=int, help="default: --frames (nothing dropped)")
     ap.add_argument("--timeout", type=float, default=90.0, help="give up after this many seconds")
     args = ap.parse_args(argv)
+    bundle = Bundle.load(args.bundle)
+    frame_hw = bundle.frame_hw or (972, 1432)
+    args.height = args.height or int(frame_hw[0])
+    args.width = args.width or int(frame_hw[1])
 
-    cam = CameraSimulator(CameraConfig(output="tcp://127.0.0.1:*", synthetic=True, count=args.frames,
+    cam = CameraSimulator(CameraConfig(output="tcp://127.0.0.1:*", synthetic=True, scene=args.scene,
+                                       count=args.frames,
                                        pool=args.frames, width=args.width, height=args.height, seed=args.seed,
                                        fps=args.fps, encoding=args.encoding, truth=args.out / "truth",
                                        camera="cam0"))
@@ -165,11 +183,14 @@ def main(argv: list[str] | None = None) -> int:
               "includes waiting in the queue; --fps N paces the camera)")
 
     overlays = args.out / "overlays"
+    for old in overlays.glob("*.png"):  # a previous run's pictures (names carry the verdict)
+        old.unlink()
     frames = {i: f for i, f in enumerate(cam._pool or [])}
     for seq, (head, mask, _) in sorted(results.items()):
         frame = frames.get(seq % max(1, len(frames)))
         if frame is not None:
-            write_png(overlays / f"{seq:04d}_{head['verdict']}.png", render(frame.image, head, mask))
+            picture = render(frame.image, head, mask, bundle.verdict.min_area_px)
+            write_png(overlays / f"{seq:04d}_{head['verdict']}.png", picture)
     print(f"overlays: {overlays}   ground truth: {truth_file}")
     return 0 if len(results) == args.frames and "error" not in verdicts else 1
 

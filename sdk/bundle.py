@@ -195,6 +195,13 @@ class Bundle:
         return (None if window is None else int(window)), float(t.get("overlap", 0.1))
 
     @property
+    def frame_hw(self) -> tuple[int, int] | None:
+        """The camera frame size (height, width) the bundle was made for (``tiling.frame_hw``), if
+        recorded: TensorRT profiles, selftest and the streaming demo size their frames with it."""
+        hw = self.raw.get("tiling", {}).get("frame_hw")
+        return None if hw is None else (int(hw[0]), int(hw[1]))
+
+    @property
     def postprocess(self) -> dict[str, Any]:
         return self.raw.get("postprocess", {})
 

@@ -65,3 +65,22 @@ def make_frames(count: int, height: int = 972, width: int = 1432, defect_rate: f
                 add_defect(rng, img, mask)
         frames.append(SyntheticFrame(f"frame_{i:03d}", img, mask))
     return frames
+
+
+# Synthetic scenes by name: "surface" = make_frames above (the classical demo bundle,
+# examples/demo-bundle); "sheet" = sdk.synthetic_product's brushed metal sheet (the INP-Former demo
+# bundle, examples/demo/bundle, made for 1892×1432 frames).
+SCENES = ("surface", "sheet")
+
+
+def make_scene_frames(scene: str, count: int, height: int, width: int, defect_rate: float = 0.5,
+                      seed: int = 0) -> list[SyntheticFrame]:
+    """``count`` frames of the named scene (see ``SCENES``), each with its defect mask."""
+    if scene == "surface":
+        return make_frames(count, height, width, defect_rate, seed)
+    if scene == "sheet":
+        from .synthetic_product import make_product_frames  # it builds on this module
+
+        return list(make_product_frames(count, height, width, defect_rate, seed, prefix="sheet",
+                                        style="sheet"))
+    raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")

@@ -75,6 +75,34 @@ def test_synthetic_camera_into_serve_with_ground_truth(demo_bundle, tmp_path):
     assert any(t["defective"] for t in truth)
 
 
+def test_synthetic_sheet_scene_is_the_product_generator():
+    """``scene="sheet"`` yields sdk.synthetic_product's sheet frames (the INP demo bundle's product)
+    with their masks; an unknown scene is refused; the CLI offers exactly sdk.synthetic.SCENES."""
+    import argparse
+
+    from edge_runtime import commands
+    from sdk.synthetic import SCENES
+    from sdk.synthetic_product import make_product_frames
+
+    cam = CameraSimulator(CameraConfig(output="x", synthetic=True, scene="sheet", count=3, pool=2,
+                                       width=320, height=240, seed=5, defect_rate=0.5))
+    got = list(cam.frames())
+    want = make_product_frames(2, 240, 320, 0.5, 5, prefix="sheet", style="sheet")
+    assert [f.name for f in got] == ["sheet_000", "sheet_001", "sheet_000"]
+    for f, w in zip(got, [*want, want[0]]):
+        assert f.image.shape == (240, 320) and f.color == "gray"
+        assert np.array_equal(f.image, w.image) and np.array_equal(f.mask, w.mask)
+        assert f.defective == bool(w.mask.any())
+    with pytest.raises(ValueError, match="scene"):
+        CameraSimulator(CameraConfig(output="x", synthetic=True, scene="plate"))
+    p = argparse.ArgumentParser()
+    commands.register(p.add_subparsers(dest="c"))
+    assert p.parse_args(["camera", "--synthetic", "--scene", "sheet"]).scene == "sheet"
+    camera = next(a for a in p._subparsers._group_actions[0].choices["camera"]._actions
+                  if a.dest == "scene")
+    assert tuple(camera.choices) == SCENES and camera.default == "surface"
+
+
 def test_folder_camera_push_pull_and_mvtec_truth(demo_bundle, tmp_path):
     src = tmp_path / "src"
     rng = np.random.default_rng(0)

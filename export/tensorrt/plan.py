@@ -127,7 +127,7 @@ def model_plans(bundle, precision: str = "fp16", *, frame_hw: tuple[int, int] | 
         raise InputError(f"contexts must be at least 1 (got {contexts})")
     if not 1 <= max_boxes <= 256:
         raise InputError(f"max boxes must be in 1..256 (got {max_boxes})")
-    hw = frame_hw or tuple(bundle.raw.get("tiling", {}).get("frame_hw") or DEFAULT_FRAME)
+    hw = frame_hw or bundle.frame_hw or DEFAULT_FRAME
     n = tiles_per_frame(bundle, hw)
     s = bundle.preprocess.size
     plans = [ModelPlan("anomaly_model", str(bundle.raw["anomaly_model"]["file"]),

@@ -180,7 +180,7 @@ def bundle_checks(bundle_path: str | Path, backends: Sequence[str] | None, facts
             backends.append("ort-cuda")
         if any(r.check.startswith("engine ") and r.status == "PASS" for r in rows):
             backends.append("tensorrt")
-    hw = frame_hw or tuple(bundle.raw.get("tiling", {}).get("frame_hw") or DEFAULT_FRAME)
+    hw = frame_hw or bundle.frame_hw or DEFAULT_FRAME
     frame = np.random.default_rng(3).integers(0, 256, hw, dtype=np.uint8)
     for b in backends:
         label = f"frame {hw[1]}x{hw[0]} on {b}"
