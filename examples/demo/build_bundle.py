@@ -86,6 +86,7 @@ def demo_encoder_state_dict(arch, seed: int = 0, *, ls_attn: float = 0.1, ls_mlp
     import torch
 
     from export.inpformer.train import random_encoder_state_dict
+    from sdk.bundle import IMAGENET_MEAN, IMAGENET_STD
 
     g = torch.Generator().manual_seed(int(seed) + 7919)
     c, hid = arch.embed_dim, arch.mlp_hidden
@@ -94,7 +95,7 @@ def demo_encoder_state_dict(arch, seed: int = 0, *, ls_attn: float = 0.1, ls_mlp
     sd["patch_embed.proj.bias"] = sd["patch_embed.proj.bias"] * patch_gain
     sd["pos_embed"] *= pos_gain
     if center_level is not None:
-        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)  # the bundle's preprocess
         flat = (center_level / 255.0 - mean) / std  # the grey level after the model's normalisation
         sd["patch_embed.proj.bias"] -= (w * flat[None, :, None, None]).sum((1, 2, 3))
     if bias_std:
