@@ -70,10 +70,11 @@ class CameraSimulator:
         cfg = config
         if cfg.synthetic == (cfg.source is not None):
             raise ValueError("give exactly one of a source folder or synthetic=True")
-        from sdk.synthetic import SCENES
+        if cfg.synthetic:
+            from sdk.synthetic import SCENES
 
-        if cfg.synthetic and cfg.scene not in SCENES:
-            raise ValueError(f"scene must be one of {SCENES}, got {cfg.scene!r}")
+            if cfg.scene not in SCENES:
+                raise ValueError(f"scene must be one of {SCENES}, got {cfg.scene!r}")
         if cfg.encoding not in P.ENCODINGS:
             raise ValueError(f"encoding must be one of {P.ENCODINGS}")
         if cfg.mode not in ("pub", "push"):

@@ -81,6 +81,5 @@ def make_scene_frames(scene: str, count: int, height: int, width: int, defect_ra
     if scene == "sheet":
         from .synthetic_product import make_product_frames  # it builds on this module
 
-        return list(make_product_frames(count, height, width, defect_rate, seed, prefix="sheet",
-                                        style="sheet"))
+        return make_product_frames(count, height, width, defect_rate, seed, prefix="sheet", style="sheet")
     raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")
