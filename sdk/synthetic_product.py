@@ -129,6 +129,18 @@ def _scratch_or_spot(rng: np.random.Generator, kind: str, solid: np.ndarray) -> 
     return cv2.bitwise_and(shape, solid), float(delta)
 
 
+def _ragged_blob(rng: np.random.Generator, solid: np.ndarray, cx: float, cy: float, r: float, n: int,
+                 inner: float) -> np.ndarray:
+    """An irregular polygon of ``n`` vertices at random angles, radii ``inner``·r..r around (cx, cy),
+    restricted to the material (0/255)."""
+    ang = np.sort(rng.uniform(0, 2 * math.pi, n))
+    rad = r * rng.uniform(inner, 1.0, n)
+    poly = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
+    blob = np.zeros_like(solid)
+    cv2.fillPoly(blob, [np.round(poly).astype(np.int32)], 255)
+    return cv2.bitwise_and(blob, solid)
+
+
 def _chip(rng: np.random.Generator, solid: np.ndarray, m: np.ndarray, scale: float) -> np.ndarray:
     """Missing material: an irregular bite out of the plate edge or a hole rim (0/255, ⊂ solid)."""
     if rng.random() < 0.6:  # plate edge: a point on the outline
@@ -141,27 +153,13 @@ def _chip(rng: np.random.Generator, solid: np.ndarray, m: np.ndarray, scale: flo
         a = rng.uniform(0, 2 * math.pi)
         p = (hx0 + _HOLE_R * math.cos(a), hy0 + _HOLE_R * math.sin(a))
     cx, cy = _to_frame(m, np.array([p]))[0]
-    r = rng.uniform(30, 70) * scale
-    n = 9
-    ang = np.sort(rng.uniform(0, 2 * math.pi, n))
-    rad = r * rng.uniform(0.6, 1.0, n)
-    poly = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
-    bite = np.zeros_like(solid)
-    cv2.fillPoly(bite, [np.round(poly).astype(np.int32)], 255)
-    return cv2.bitwise_and(bite, solid)
+    return _ragged_blob(rng, solid, cx, cy, rng.uniform(30, 70) * scale, 9, 0.6)
 
 
 def _tear(rng: np.random.Generator, solid: np.ndarray, scale: float) -> np.ndarray:
     """Missing material inside a sheet: an irregular hole punched or torn through it (0/255)."""
     cx, cy = _inside_material(rng, solid, int(80 * scale))
-    r = rng.uniform(18, 50) * scale
-    n = 11
-    ang = np.sort(rng.uniform(0, 2 * math.pi, n))
-    rad = r * rng.uniform(0.55, 1.0, n)
-    poly = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
-    hole = np.zeros_like(solid)
-    cv2.fillPoly(hole, [np.round(poly).astype(np.int32)], 255)
-    return cv2.bitwise_and(hole, solid)
+    return _ragged_blob(rng, solid, cx, cy, rng.uniform(18, 50) * scale, 11, 0.55)
 
 
 STYLES = ("sheet", "plate")
