@@ -43,6 +43,16 @@ def build_blockmean_model(path: Path, size: int, map_size: int, channel: int = 0
     onnx.save(m, str(path))
 
 
+def run_command(argv: list[str]) -> int:
+    """One ``robis-edge`` command through the console script's own parser
+    (``edge_runtime.cli.build_parser``); robis-edge errors propagate, where ``edge_runtime.cli.main``
+    would print them and return 2."""
+    from edge_runtime.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
 @pytest.fixture
 def make_bundle(tmp_path):
     """Factory: a bundle around a block-mean model; tiling window 64 (overlap 0.25: integral

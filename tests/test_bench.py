@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
+from conftest import run_command  # noqa: E402
 
 from sdk.errors import InputError
-from sdk.evaluation import cli as ev_cli
 from sdk.evaluation.bench import format_table, parse_frame_size, run_bench
-
-
-def run_cli(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="robis-edge")
-    sub = ap.add_subparsers(dest="command", required=True)
-    ev_cli.register(sub)
-    args = ap.parse_args(argv)
-    return args.func(args)
 
 
 def test_bench_json_and_table(tmp_path, demo_bundle, capsys):
     out = tmp_path / "bench.json"
-    rc = run_cli(["bench", "--bundle", str(demo_bundle), "--frame-size", "640x480", "300x200",
+    rc = run_command(["bench", "--bundle", str(demo_bundle), "--frame-size", "640x480", "300x200",
                   "--frames", "4", "--warmup", "1", "--backend", "ort-cpu", "--metrics", "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
@@ -47,7 +38,7 @@ def test_bench_json_and_table(tmp_path, demo_bundle, capsys):
 
 
 def test_bench_json_to_stdout(demo_bundle, capsys):
-    assert run_cli(["bench", "--bundle", str(demo_bundle), "--frame-size", "256x256", "--frames", "2",
+    assert run_command(["bench", "--bundle", str(demo_bundle), "--frame-size", "256x256", "--frames", "2",
                     "--warmup", "0", "--color", "bgr", "--json", "-"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["config"]["color"] == "bgr" and "evaluate_metrics" not in res["results"][0]["latency_ms"]

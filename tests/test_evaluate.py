@@ -4,7 +4,6 @@ HTML report rendered by headless Chromium."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -14,23 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import run_command, shared_path
 from test_metrics import as_f16, f1_oracle, label_oracle, pro_curve_sorted, trapezoid_oracle
 
 from sdk.errors import InputError
-from sdk.evaluation import cli as ev_cli
 from sdk.evaluation.datasets import detect_layout, load_dataset
 from sdk.imageio import write_png
 
 SIZE = 512  # one demo-bundle tile (window 512) without padding: the demo detector works there
-
-
-def run_cli(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="robis-edge")
-    sub = ap.add_subparsers(dest="command", required=True)
-    ev_cli.register(sub)
-    args = ap.parse_args(argv)
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +160,7 @@ def test_evaluate_each_layout(tmp_path, demo_bundle, frames, layout, capsys):
     data = BUILDERS[layout](tmp_path / "data", frames)
     assert detect_layout(data) == layout
     out = tmp_path / "out"
-    rc = run_cli(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out),
+    rc = run_command(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out),
                   "--save-maps", "--quiet"])
     assert rc == 0
     summary = json.loads((out / "metrics.json").read_text())
@@ -203,7 +193,7 @@ def test_two_products_overall_is_the_mean(tmp_path, demo_bundle, frames, capsys)
     bundle2 = tmp_path / "b2"
     shutil.copytree(demo_bundle, bundle2)
     out = tmp_path / "out"
-    rc = run_cli(["evaluate", "--bundle", f"widget={demo_bundle}", "--bundle", f"gadget={bundle2}",
+    rc = run_command(["evaluate", "--bundle", f"widget={demo_bundle}", "--bundle", f"gadget={bundle2}",
                   "--dataset", str(data), "--out", str(out), "--quiet", "--max-images", "5"])
     assert rc == 0
     s = json.loads((out / "metrics.json").read_text())
@@ -215,7 +205,7 @@ def test_two_products_overall_is_the_mean(tmp_path, demo_bundle, frames, capsys)
     assert s["products"]["gadget"]["bundle"]["path"] == str(bundle2)
     assert "mean" in capsys.readouterr().out
     with pytest.raises(InputError, match="no bundle for product"):
-        run_cli(["evaluate", "--bundle", f"widget={demo_bundle}", "--bundle", f"other={bundle2}",
+        run_command(["evaluate", "--bundle", f"widget={demo_bundle}", "--bundle", f"other={bundle2}",
                  "--dataset", str(data), "--out", str(out), "--quiet"])
 
 
@@ -224,7 +214,7 @@ def test_batch_scope_reproduces_inspect_batch(tmp_path, demo_bundle, frames):
 
     data = build_pairs(tmp_path / "data", frames)
     out = tmp_path / "out"
-    assert run_cli(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out),
+    assert run_command(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out),
                     "--scope", "batch", "--save-maps", "--quiet"]) == 0
     check_against_recomputed(out, "data")
     samples = load_dataset(data)[0].samples
@@ -235,7 +225,7 @@ def test_batch_scope_reproduces_inspect_batch(tmp_path, demo_bundle, frames):
         np.testing.assert_array_equal(got, r.mask)
     assert json.loads((out / "metrics.json").read_text())["scope"] == "batch"
     out2 = tmp_path / "out2"
-    assert run_cli(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out2),
+    assert run_command(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out2),
                     "--scope", "rolling", "--save-maps", "--quiet"]) == 0
     check_against_recomputed(out2, "data")
 
@@ -243,7 +233,7 @@ def test_batch_scope_reproduces_inspect_batch(tmp_path, demo_bundle, frames):
 def test_magnetic_tile_pairs(tmp_path, demo_bundle):
     data = shared_path("data", "magnetic_tile")
     out = tmp_path / "out"
-    rc = run_cli(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out),
+    rc = run_command(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out),
                   "--save-maps", "--quiet", "--max-images", "40", "--backend", "ort-cpu"])
     assert rc == 0
     s = json.loads((out / "metrics.json").read_text())
@@ -280,7 +270,7 @@ def test_report_needs_matplotlib(tmp_path, demo_bundle, frames, monkeypatch):
     data = build_pairs(tmp_path / "data", frames[:2])
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(InputError, match=r"robis-edge\[report\]"):
-        run_cli(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out",
+        run_command(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out",
                  str(tmp_path / "out"), "--report", "--quiet"])
     assert not (tmp_path / "out").exists()  # refused before any work
 
@@ -297,7 +287,7 @@ def test_report_html_in_headless_chromium(tmp_path, demo_bundle, frames):
     pytest.importorskip("matplotlib")
     data = build_ad2(tmp_path / "data", frames)
     out = tmp_path / "out"
-    assert run_cli(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out),
+    assert run_command(["evaluate", "--bundle", str(demo_bundle), "--dataset", str(data), "--out", str(out),
                     "--report", "--gallery", "4", "--quiet"]) == 0
     page = (out / "report.html").read_text()
     assert "<table class='metrics'>" in page and "AucPro@0.05" in page
@@ -328,5 +318,5 @@ def test_calibrated_scope_needs_a_calibrated_bundle(tmp_path, make_bundle, frame
 
     data = build_pairs(tmp_path / "data", frames[:2])
     with pytest.raises(CalibrationError, match="calibrate"):
-        run_cli(["evaluate", "--bundle", str(make_bundle().root), "--dataset", str(data), "--out",
+        run_command(["evaluate", "--bundle", str(make_bundle().root), "--dataset", str(data), "--out",
                  str(tmp_path / "out"), "--quiet"])

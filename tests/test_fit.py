@@ -3,7 +3,6 @@ the augmentation; the training forward against the inference model; a short fit 
 
 from __future__ import annotations
 
-import argparse
 import math
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
+from conftest import run_command  # noqa: E402
 
 from export.inpformer.arch import ArchitectureError, InpFormerArch  # noqa: E402
 from export.inpformer.model import (  # noqa: E402
@@ -367,20 +367,16 @@ def test_encoder_weights_file(train_frames, tmp_path):
 
 # ---- CLI -----------------------------------------------------------------------------------------
 def test_cli_fit_end_to_end(tmp_path, capsys):
-    from export.cli_fit import register
     from sdk.imageio import write_png
 
     for i, f in enumerate(make_frames(2, 200, 260, defect_rate=0.0, seed=5)):
         write_png(tmp_path / "good" / f"lot{i}" / f"{f.name}.png", f.image)
     arch = tmp_path / "arch.json"
     TINY.to_json(arch)
-    parser = argparse.ArgumentParser(prog="robis-edge")
-    register(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "ckpt" / "model.pth"
-    args = parser.parse_args(["fit", "--images", str(tmp_path / "good"), "--arch", str(arch),
-                              "--out", str(out), "--iters", "3", "--batch-size", "4", "--window", "112",
-                              "--seed", "3", "--threads", "1"])
-    assert args.func(args) == 0
+    assert run_command(["fit", "--images", str(tmp_path / "good"), "--arch", str(arch), "--out", str(out),
+                        "--iters", "3", "--batch-size", "4", "--window", "112", "--seed", "3",
+                        "--threads", "1"]) == 0
     cap = capsys.readouterr()
     text = cap.out + cap.err
     assert "WARNING" in cap.err and "RANDOM" in cap.err and "--encoder-weights" in cap.err

@@ -14,6 +14,8 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from conftest import run_command  # noqa: E402
+
 from export.errors import ExportError  # noqa: E402
 from export.sam.model import (  # noqa: E402
     SamArch,
@@ -198,22 +200,6 @@ def test_consolidate_external_data(tmp_path):
 
 
 # ============================================================================ CLI
-def _parser():
-    from export import cli as export_cli
-    from export.sam import cli as sam_cli
-
-    parser = argparse.ArgumentParser(prog="robis-edge")
-    sub = parser.add_subparsers(dest="command", required=True)
-    export_cli.register(sub)
-    sam_cli.register(sub)  # adds 'sam' to the existing 'export' targets
-    return parser
-
-
-def _run(argv):
-    args = _parser().parse_args(argv)
-    return args.func(args)
-
-
 @pytest.fixture(scope="module")
 def small_checkpoint(upstream, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "sam_small.pth"
@@ -236,7 +222,7 @@ def test_register_target_adds_sam():
 def test_cli_export_sam_into_bundle(make_bundle, small_checkpoint, capsys):
     b = make_bundle("product")
     before = dict(b.raw["files"])
-    assert _run(["export", "sam", "--checkpoint", str(small_checkpoint), "--bundle", str(b.root),
+    assert run_command(["export", "sam", "--checkpoint", str(small_checkpoint), "--bundle", str(b.root),
                  "--mode", "multi_or", "--top-n", "2"]) == 0
     assert "refinement (mode multi_or, top 2)" in capsys.readouterr().out
     bundle = Bundle.load(b.root)  # verifies every sha256
@@ -256,7 +242,7 @@ def test_cli_export_sam_into_bundle(make_bundle, small_checkpoint, capsys):
     mask, timings = refiner.refine(np.full((160, 200, 3), 128, np.uint8), coarse)
     assert mask.shape == (40, 50) and timings["sam_decoder"] > 0
     # again with --mode off: the files are replaced in place, the section says off
-    assert _run(["export", "sam", "--checkpoint", str(small_checkpoint), "--bundle", str(b.root),
+    assert run_command(["export", "sam", "--checkpoint", str(small_checkpoint), "--bundle", str(b.root),
                  "--mode", "off", "--channel-order", "rgb"]) == 0
     raw = json.loads((b.root / "bundle.json").read_text())
     assert raw["refine"]["sam"]["mode"] == "off" and raw["refine"]["sam"]["channel_order"] == "rgb"
@@ -268,19 +254,20 @@ def test_cli_errors(make_bundle, small_checkpoint, tmp_path):
     b = make_bundle("p2")
     base = ["export", "sam", "--bundle", str(b.root), "--checkpoint"]
     with pytest.raises(ExportError, match="no such checkpoint"):
-        _run([*base, str(tmp_path / "missing.pth")])
+        run_command([*base, str(tmp_path / "missing.pth")])
     bad = tmp_path / "not_sam.pth"
     torch.save({"weight": torch.zeros(3)}, bad)
     with pytest.raises(ExportError, match="not a SAM checkpoint"):
-        _run([*base, str(bad)])
+        run_command([*base, str(bad)])
     with pytest.raises(ExportError, match="--model-type vit_b"):
-        _run([*base, str(small_checkpoint), "--model-type", "vit_b"])
+        run_command([*base, str(small_checkpoint), "--model-type", "vit_b"])
     with pytest.raises(ExportError, match="top-n"):
-        _run([*base, str(small_checkpoint), "--top-n", "0"])
+        run_command([*base, str(small_checkpoint), "--top-n", "0"])
     from sdk.errors import BundleError
 
     with pytest.raises(BundleError):
-        _run(["export", "sam", "--checkpoint", str(small_checkpoint), "--bundle", str(tmp_path / "nowhere")])
+        run_command(["export", "sam", "--checkpoint", str(small_checkpoint), "--bundle",
+                     str(tmp_path / "nowhere")])
     assert "refine" not in Bundle.load(b.root).raw  # nothing written on failure
 
 
@@ -295,7 +282,7 @@ def test_vit_b_export_parity_and_refine(upstream, make_bundle, tmp_path):
     del sam
     b = make_bundle("vitb")
     argv = ["export", "sam", "--checkpoint", str(ckpt), "--bundle", str(b.root), "--model-type", "vit_b"]
-    assert _run(argv) == 0
+    assert run_command(argv) == 0
     ckpt.unlink()
     bundle = Bundle.load(b.root)
     sec = bundle.raw["refine"]["sam"]
