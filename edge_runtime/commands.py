@@ -11,9 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-# sdk.backends.BACKEND_HELP in words: this module imports only the standard library (tested).
-BACKEND_HELP = ("auto (default: the bundle's TensorRT engine, else ONNX Runtime TensorRT/CUDA execution "
-                "provider, else CPU; says why), tensorrt, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
+from sdk.vocabulary import BACKEND_HELP
 
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"  # the camera's PUB (robis-edge camera --output default)
 DEFAULT_OUTPUT = "tcp://127.0.0.1:5556"  # serve's results

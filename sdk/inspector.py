@@ -26,6 +26,7 @@ from .postprocess.morphology import apply_morphology
 from .postprocess.stats import SCOPES, BinStats, Calibration, NormStats, RollingStats
 from .preprocess import TilePreprocessor, prepare_frame
 from .reference import DEFAULT_TILES, choose_tiles, cut_tiles
+from .timing import ms_since, progress_bar
 from .verdict import Region, decide, find_regions, roi_slices
 
 
@@ -63,10 +64,6 @@ class _Raw:
     tiles: np.ndarray  # (N, M, M) raw scores
     timings: dict
     frame: np.ndarray | None = None  # the prepared frame (H×W gray / H×W×3 RGB uint8), for refinement
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000.0
 
 
 class Inspector:
@@ -151,7 +148,7 @@ class Inspector:
         batch = self._preprocessor(plan.tile_hw)(plan.extract(img))
         t1 = time.perf_counter()
         tiles = self.backend.run(batch)
-        return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": _ms(t1)}, img)
+        return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": ms_since(t1)}, img)
 
     def _merge(self, raw: _Raw, norm: NormStats, clip: bool) -> np.ndarray:
         return raw.plan.merge(norm.normalise(raw.tiles, clip=clip), self.bundle.map_scale)
@@ -167,7 +164,7 @@ class Inspector:
         scale = raw.plan.map_scale(self.map_size) if self.bundle.map_scale is None else self.bundle.map_scale
         rows, cols = roi_slices(self.verdict_spec.roi, scale, mask.shape)
         mask = self._apply_roi(mask, rows, cols)
-        timings["binarize"] = _ms(t0)
+        timings["binarize"] = ms_since(t0)
         if self.refiner is not None and raw.frame is not None:
             # RoBiS SAM_Finer: the refined mask replaces the coarse one (same shape, map scale).
             # ROI before (no box outside it) and again after (SAM can grow past it).
@@ -186,7 +183,7 @@ class Inspector:
             mask_scale = float(self.mask_scale)
             size = (max(1, round(frame_hw[1] * mask_scale)), max(1, round(frame_hw[0] * mask_scale)))
             out_mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-        timings["regions"] = _ms(t1)
+        timings["regions"] = ms_since(t1)
         thresholds = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold}
         if self.binarize_config.method == "fixed":
             thresholds["fixed"] = self.binarize_config.fixed_threshold
@@ -219,8 +216,8 @@ class Inspector:
             cal = self.calibration
             merged = self._merge(raw, cal.norm, clip=True)
             bins = cal.bins
-        result = self._finish(raw, merged, bins, self.scope, _ms(t0))
-        result.timings_ms["total"] = _ms(t_start)
+        result = self._finish(raw, merged, bins, self.scope, ms_since(t0))
+        result.timings_ms["total"] = ms_since(t_start)
         return result
 
     def inspect_batch(self, images: Sequence[np.ndarray], colors: Sequence[str | None] | None = None,
@@ -237,7 +234,7 @@ class Inspector:
         if len(colors) != len(images):
             raise InputError("colors must have one entry per image")
         if scope != "batch":
-            return [self.inspect(im, c) for im, c in _progress(zip(images, colors), len(images), progress)]
+            return [self.inspect(im, c) for im, c in progress_bar(zip(images, colors), len(images), progress)]
         raws, merged_maps, norm, bins, t_merge = self._batch_statistics(images, colors, progress)
         results = []
         for raw, merged in zip(raws, merged_maps):
@@ -273,13 +270,13 @@ class Inspector:
     def _batch_statistics(self, images, colors, progress):
         if len(images) == 0:
             raise InputError("no images given")
-        raws = [self._infer(im, c) for im, c in _progress(zip(images, colors), len(images), progress)]
+        raws = [self._infer(im, c) for im, c in progress_bar(zip(images, colors), len(images), progress)]
         t0 = time.perf_counter()
         norm = NormStats.from_tile_maps([r.tiles for r in raws])
         merged_maps = [self._merge(r, norm, clip=False) for r in raws]
         prec = self.binarize_config.precision
         bins = BinStats.from_maps([as_map(m, prec) for m in merged_maps])
-        return raws, merged_maps, norm, bins, _ms(t0) / len(raws)
+        return raws, merged_maps, norm, bins, ms_since(t0) / len(raws)
 
     def set_calibration(self, cal: Calibration) -> None:
         """Use new calibrated statistics from now on (does not write the bundle)."""
@@ -293,11 +290,3 @@ class Inspector:
                 "precision": self.backend.precision, "reason": self.backend.reason, "scope": self.scope,
                 "scope_reason": self.scope_reason,
                 "refine": None if self.refiner is None else self.refiner.describe()}
-
-
-def _progress(it, total: int, enabled: bool):
-    if not enabled:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, total=total, unit="frame")

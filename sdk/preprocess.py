@@ -9,17 +9,13 @@ the same order of operations as torchvision's ToTensor + Normalize.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import cv2
 import numpy as np
 
 from .bundle import PreprocessSpec
 from .errors import InputError
 from .resize import BilinearAntialiasResizer
-
-Color = Literal["gray", "bgr", "rgb"]
-COLORS: tuple[str, ...] = ("gray", "bgr", "rgb")
+from .vocabulary import COLORS  # noqa: F401 - re-exported
 
 
 def prepare_frame(frame: np.ndarray, color: str | None = None) -> np.ndarray:

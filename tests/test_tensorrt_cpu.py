@@ -410,10 +410,11 @@ def test_shipped_selftest_model_is_the_generated_one():
     assert "/blocks.0/attn/q/MatMul" not in pinned and "/patch_embed/proj/Conv" not in pinned
 
 
-def test_runtime_backend_help_matches_the_sdk():
-    """edge_runtime.commands keeps its own copy (standard library only); it must say the same."""
+def test_runtime_backend_help_is_the_vocabulary_s():
+    """edge_runtime.commands (standard library only) and the SDK read one vocabulary module."""
     from edge_runtime import commands
+    from sdk import vocabulary
     from sdk.backends import BACKEND_HELP, BACKENDS
 
-    assert commands.BACKEND_HELP == BACKEND_HELP
+    assert commands.BACKEND_HELP is vocabulary.BACKEND_HELP is BACKEND_HELP
     assert all(name in BACKEND_HELP for name in BACKENDS)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sdk.timing import ms_since
+
 from .selftest_model import MAP, SHIPPED, SIZE
 
 REQUIRABLE = ("gpu", "pycuda", "tensorrt", "ort-cuda", "ort-tensorrt")
@@ -34,10 +36,6 @@ class Row:
     check: str
     status: str  # PASS | FAIL | SKIP | INFO
     detail: str = ""
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000.0
 
 
 def environment(require: Sequence[str]) -> tuple[list[Row], dict]:
@@ -82,7 +80,7 @@ def ort_checks(facts: dict, require: Sequence[str]) -> tuple[list[Row], np.ndarr
         ref = open_session(SHIPPED, ["CPUExecutionProvider"]).run(["anomaly_map"], {"image": x})[0]
         ok = ref.shape == (len(x), 1, MAP, MAP) and bool(np.isfinite(ref).all())
         rows.append(Row("ort-cpu: self-test model", "PASS" if ok else "FAIL",
-                        f"{ref.shape}, {_ms(t0):.1f} ms" if ok else f"bad output {ref.shape}"))
+                        f"{ref.shape}, {ms_since(t0):.1f} ms" if ok else f"bad output {ref.shape}"))
         if not ok:
             return rows, None
     except Exception as exc:
@@ -132,14 +130,14 @@ def tensorrt_checks(facts: dict, ref: np.ndarray | None, require: Sequence[str],
             try:
                 t0 = time.perf_counter()
                 blob, pinned = build_engine(SHIPPED, shapes, step, profiles=2, log=lambda m: None)
-                build_ms = _ms(t0)
+                build_ms = ms_since(t0)
                 path = Path(tmp) / f"selftest.{step}.engine"
                 path.write_bytes(blob)
                 runner = TrtRunner(path)
                 t1 = time.perf_counter()
                 out = [runner.run({"image": x[k:k + 1]})["anomaly_map"] for k in range(len(x))]
                 out.append(runner.run({"image": x})["anomaly_map"])
-                run_ms = _ms(t1)
+                run_ms = ms_since(t1)
                 rep = compare_tensors(step, [ref[k:k + 1] for k in range(len(x))] + [ref], out)
                 detail = (f"cosine {rep.cosine:.6f}, max |Δ|/range {rep.max_abs:.1e}; {pinned} layers "
                           f"pinned to fp32; build {build_ms / 1000:.1f} s, {len(out)} runs {run_ms:.1f} ms")
@@ -191,7 +189,7 @@ def bundle_checks(bundle_path: str | Path, backends: Sequence[str] | None, facts
             for _ in range(max(1, frames)):
                 t0 = time.perf_counter()
                 insp.inspect(frame, "gray")
-                times.append(_ms(t0))
+                times.append(ms_since(t0))
             d = insp.describe()
             rows.append(Row(label, "PASS", f"median {np.median(times):.1f} ms over {len(times)} frames "
                             f"({d['provider']}, {d['precision']})"))

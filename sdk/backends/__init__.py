@@ -9,10 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import BackendError
-
-BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "ort-cpu", "ort-cuda", "ort-tensorrt")
-BACKEND_HELP = ("auto (default: the bundle's TensorRT engine, else ONNX Runtime TensorRT/CUDA execution "
-                "provider, else CPU; says why), tensorrt, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
+from ..vocabulary import BACKEND_HELP, BACKENDS  # noqa: F401 - re-exported
 
 
 class Backend(Protocol):

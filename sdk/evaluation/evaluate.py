@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import InputError, RobisError
 from ..imageio import read_image, write_png
+from ..timing import progress_bar
 from .datasets import Product, Sample, load_dataset, read_ground_truth
 from .metrics import FPR_LIMIT, ImageMetrics, ImagePixelStats, PixelMetrics
 
@@ -276,14 +277,6 @@ def _read(sample: Sample):
     return sample, image, color, gt, None, time.perf_counter() - t0
 
 
-def _progress(it, total: int, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, total=total, desc=desc, unit="image", file=sys.stderr)
-
-
 # -- the driver ------------------------------------------------------------------------------------
 def evaluate(dataset: str | Path, bundles: list[tuple[str | None, Path]] | str | Path, out: str | Path, *,
              layout: str = "auto", split: str | None = None, products: list[str] | None = None,
@@ -354,8 +347,9 @@ def _run_stream(run: ProductRun, insp) -> None:
     worker = _Worker()
     prod = run.product
     try:
-        for sample, image, color, gt, err, t_read in _progress(_prefetch(_read, prod.samples),
-                                                              len(prod.samples), run.cfg.progress, prod.name):
+        samples = progress_bar(_prefetch(_read, prod.samples), len(prod.samples), run.cfg.progress,
+                               desc=prod.name, unit="image")
+        for sample, image, color, gt, err, t_read in samples:
             run.timings["read"] += t_read
             if err is not None:
                 worker.submit(run.error, sample, err)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..backends.onnxruntime import open_session
 from ..errors import BackendError, BundleError, InputError
+from ..timing import ms_since
 from .ops import (
     PIXEL_MEAN,
     PIXEL_STD,
@@ -53,10 +54,6 @@ class RefineOutput:
     iou: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (n, 4) predictions
     sam_input_hw: tuple[int, int] = (0, 0)
     unfilled: np.ndarray | None = None  # the union of the SAM masks before hole filling
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000.0
 
 
 def _session(path: str | os.PathLike, providers: Sequence[str], threads: int | None):
@@ -154,7 +151,7 @@ class SamRefiner:
         image = sam_normalize_pad(sam_resize(small, in_hw), SAM_IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD)
         t1 = time.perf_counter()
         emb = self.encoder.run(["embeddings"], {"image": image})[0]
-        return emb, in_hw, (t1 - t0) * 1000.0, _ms(t1)
+        return emb, in_hw, (t1 - t0) * 1000.0, ms_since(t1)
 
     def decode(self, embeddings: np.ndarray, sam_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One decoder run for all boxes: (B, 4, 256, 256) logits, (B, 4) iou."""
@@ -185,25 +182,25 @@ class SamRefiner:
         boxes = topn_boxes(coarse_mask, self.top_n)
         timings = dict.fromkeys(TIMING_KEYS, 0.0)
         if len(boxes) == 0:  # RoBiS: no components → all zeros, SAM never runs
-            timings["sam_pre"] = _ms(t0)
+            timings["sam_pre"] = ms_since(t0)
             empty = np.zeros(hw, np.uint8)
             return RefineOutput(empty, timings, boxes, unfilled=empty.copy())
         small = self._frame_at_mask_size(frame, hw, color)
-        t_zoom = _ms(t0)
+        t_zoom = ms_since(t0)
         emb, in_hw, t_pre, t_enc = self.encode(small)
         timings["sam_encoder"] = t_enc
         t1 = time.perf_counter()
         sam_boxes = boxes_to_sam_frame(boxes, hw)
-        timings["sam_pre"] = t_zoom + t_pre + _ms(t1)
+        timings["sam_pre"] = t_zoom + t_pre + ms_since(t1)
         t2 = time.perf_counter()
         low, iou = self.decode(emb, sam_boxes)
-        timings["sam_decoder"] = _ms(t2)
+        timings["sam_decoder"] = ms_since(t2)
         t3 = time.perf_counter()
         sel = low[:, self.tokens].reshape(-1, SAM_LOW_RES, SAM_LOW_RES)
         fg = postprocess_masks(sel, in_hw, hw, self.mask_threshold).any(axis=0)  # tokens and boxes: union
         union = fg.astype(np.uint8) * np.uint8(255)
         mask = fill_holes(union) if self.fill_holes else union
-        timings["sam_post"] = _ms(t3)
+        timings["sam_post"] = ms_since(t3)
         return RefineOutput(mask, timings, boxes, sam_boxes, iou, in_hw, union)
 
 
