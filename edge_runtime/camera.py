@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sdk.vocabulary import is_valid_name
+
 from . import protocol as P
 
 log = logging.getLogger("robis_edge.camera")
@@ -79,7 +81,7 @@ class CameraSimulator:
             raise ValueError(f"encoding must be one of {P.ENCODINGS}")
         if cfg.mode not in ("pub", "push"):
             raise ValueError("mode must be pub or push")
-        if not P._valid_name(cfg.camera):
+        if not is_valid_name(cfg.camera):
             raise ValueError(f"invalid camera name {cfg.camera!r}")
         self.config = cfg
         self.endpoint: str | None = None

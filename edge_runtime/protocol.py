@@ -20,6 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sdk.vocabulary import is_valid_name
+
 VERSION = 1
 FRAME_PREFIX = b"frame."
 RESULT_PREFIX = b"result."
@@ -79,11 +81,6 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _valid_name(s: Any) -> bool:
-    """Camera and product names: non-empty printable ASCII without spaces (they go into topics)."""
-    return isinstance(s, str) and 0 < len(s) <= 128 and s.isascii() and s.isprintable() and " " not in s
-
-
 def camera_from_topic(topic: bytes, prefix: bytes = FRAME_PREFIX) -> str | None:
     """``cam0`` from ``b"frame.cam0"``; None when the topic is not of that form."""
     if not isinstance(topic, (bytes, bytearray, memoryview)):
@@ -95,7 +92,7 @@ def camera_from_topic(topic: bytes, prefix: bytes = FRAME_PREFIX) -> str | None:
         name = topic[len(prefix):].decode("ascii")
     except UnicodeDecodeError:
         return None
-    return name if _valid_name(name) else None
+    return name if is_valid_name(name) else None
 
 
 def peek_ident(parts: list) -> dict:
@@ -113,7 +110,7 @@ def peek_ident(parts: list) -> dict:
         except (ValueError, TypeError):
             h = None
         if isinstance(h, dict):
-            if _valid_name(h.get("camera")):
+            if is_valid_name(h.get("camera")):
                 ident["camera"] = h["camera"]
             for k in ("seq", "ts_ns"):
                 if _is_int(h.get(k)):
@@ -150,7 +147,7 @@ def parse_frame_header(parts: list, max_payload: int = DEFAULT_MAX_PAYLOAD) -> F
     if h.get("v") != VERSION or not _is_int(h.get("v")):
         raise bad(f"unsupported protocol version v={h.get('v')!r} (this runtime speaks v={VERSION})")
     camera = h.get("camera")
-    if not _valid_name(camera):
+    if not is_valid_name(camera):
         raise bad(f"'camera' must be a non-empty printable ASCII string without spaces, got {camera!r}")
     if camera != topic_cam:
         raise bad(f"topic camera {topic_cam!r} differs from header camera {camera!r}")
@@ -186,7 +183,7 @@ def parse_frame_header(parts: list, max_payload: int = DEFAULT_MAX_PAYLOAD) -> F
         if dtype not in DTYPES:
             raise bad(f"dtype {dtype[:32]!r} is not supported (uint8 or uint16)", "unsupported_encoding")
     product = h.get("product")
-    if product is not None and not _valid_name(product):
+    if product is not None and not is_valid_name(product):
         raise bad(f"'product' must be a non-empty printable ASCII string without spaces, got {product!r}")
     n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
     if n > max_payload:
@@ -290,7 +287,7 @@ def encode_frame(camera: str, seq: int, image: np.ndarray, *, color: str | None 
                  jpeg_quality: int = 95, png_compression: int = 1) -> list[bytes]:
     """A frame message. ``image`` is H×W (gray) or H×W×3 in ``color`` order (default: gray for one
     channel, bgr for three); for png/jpeg an rgb image is written as a standard colour file."""
-    if not _valid_name(camera):
+    if not is_valid_name(camera):
         raise ValueError(f"invalid camera name {camera!r}")
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}")

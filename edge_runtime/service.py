@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import InputError, RobisError
+from sdk.vocabulary import parse_product_bundle
 
 from . import protocol as P
 
@@ -268,14 +269,11 @@ def check_bind_addresses(cfg: ServiceConfig) -> None:
 
 
 def parse_bundle_spec(spec: str) -> tuple[str | None, str]:
-    """``PATH`` or ``PRODUCT=PATH``."""
-    if "=" in spec:
-        name, path = spec.split("=", 1)
-        if not P._valid_name(name) or not path:
-            raise ServiceError(f"--bundle {spec!r}: expected PRODUCT=PATH with a product name of printable "
-                               "ASCII without spaces")
-        return name, path
-    return None, spec
+    """``PATH`` or ``PRODUCT=PATH`` (``sdk.vocabulary.parse_product_bundle``)."""
+    try:
+        return parse_product_bundle(spec, path_exists=lambda s: Path(s).exists())
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from None
 
 
 @dataclass

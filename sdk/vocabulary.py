@@ -37,3 +37,26 @@ DATASET_LAYOUTS: tuple[str, ...] = ("auto", "mvtec_ad2", "mvtec_ad", "pairs")
 
 # The models a bundle can hold, by their role (engines, build plans).
 MODEL_ROLES: tuple[str, ...] = ("anomaly_model", "sam_encoder", "sam_decoder")
+
+
+def is_valid_name(name: object) -> bool:
+    """Camera and product names: non-empty printable ASCII without spaces, at most 128 characters
+    (they become ZeroMQ topics, MQTT topics and OPC UA node names)."""
+    return (isinstance(name, str) and 0 < len(name) <= 128 and name.isascii() and name.isprintable()
+            and " " not in name)
+
+
+def parse_product_bundle(spec: str, path_exists=None) -> tuple[str | None, str]:
+    """A ``--bundle`` value: ``PATH`` or ``PRODUCT=PATH`` → (product or None, path).
+
+    A value that contains ``=`` but names an existing path (``path_exists(spec)``) is a path. The
+    product name must be valid (``is_valid_name``); ``ValueError`` says what is wrong otherwise."""
+    if "=" not in spec or (path_exists is not None and path_exists(spec)):
+        if not spec:
+            raise ValueError("--bundle needs a path")
+        return None, spec
+    name, path = spec.split("=", 1)
+    if not is_valid_name(name) or not path:
+        raise ValueError(f"--bundle {spec!r}: expected PRODUCT=PATH with a product name of printable "
+                         "ASCII without spaces")
+    return name, path

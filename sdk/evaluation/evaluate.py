@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import InputError, RobisError
 from ..imageio import read_image, write_png
 from ..timing import progress_bar
+from ..vocabulary import parse_product_bundle
 from .datasets import Product, Sample, load_dataset, read_ground_truth
 from .metrics import FPR_LIMIT, ImageMetrics, ImagePixelStats, PixelMetrics
 
@@ -188,14 +189,14 @@ def _thumbnail(image: np.ndarray, color: str | None, result, gt: np.ndarray) -> 
 
 # -- plumbing ------------------------------------------------------------------------------------
 def parse_bundle_specs(values: Iterable[str]) -> list[tuple[str | None, Path]]:
-    """``--bundle`` values: ``PATH`` or ``PRODUCT=PATH``."""
+    """``--bundle`` values: ``PATH`` or ``PRODUCT=PATH`` (``sdk.vocabulary.parse_product_bundle``)."""
     out: list[tuple[str | None, Path]] = []
     for v in values:
-        if "=" in v and not Path(v).exists():
-            name, _, path = v.partition("=")
-            out.append((name, Path(path)))
-        else:
-            out.append((None, Path(v)))
+        try:
+            name, path = parse_product_bundle(v, path_exists=lambda s: Path(s).exists())
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        out.append((name, Path(path)))
     return out
 
 
