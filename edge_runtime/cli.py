@@ -10,6 +10,7 @@ import sys
 from edge_runtime import commands as runtime_cli
 from sdk import __version__
 from sdk import cli as sdk_cli
+from sdk.engines import cli as engines_cli
 from sdk.evaluation import cli as evaluation_cli
 
 
@@ -20,10 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sdk_cli.register(sub)
     evaluation_cli.register(sub)
-    # The export toolchain's commands (export, fit, build, selftest) are offered when the `export` package is
-    # there. Its modules named here hold argument definitions only (torch loads when a command
-    # runs); a runtime-only device without it still gets every on-device command.
-    for module in ("export.cli", "export.cli_fit", "export.tensorrt.cli"):
+    engines_cli.register(sub)  # build, selftest: on-device, never torch
+    # The export toolchain's commands (export, fit) are offered when the `export` package is there.
+    # Its modules named here hold argument definitions only (torch loads when a command runs); a
+    # runtime-only device without it still gets every on-device command.
+    for module in ("export.cli", "export.cli_fit"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

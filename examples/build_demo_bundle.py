@@ -59,7 +59,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sdk import Inspector, create_bundle
     from sdk.bundle import PreprocessSpec, VerdictSpec
-    from sdk.reference import write_reference_tiles
+    from sdk.engines.reference import write_reference_tiles
     from sdk.synthetic import make_frames
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,7 +83,7 @@ def main() -> int:
     bundle.set_calibration(cal)
     # reference tiles for the TensorRT parity gate (`robis-edge build`), and the camera's frame size
     write_reference_tiles(bundle, tiles, "sdk.synthetic seed 1000 (calibration frames)")
-    bundle.raw["tiling"]["frame_hw"] = list(frames[0].image.shape[:2])
+    bundle.set_frame_hw(frames[0].image.shape[:2])
     bundle.save()
     print(f"demo bundle written to {args.out}")
     return 0

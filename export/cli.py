@@ -62,7 +62,7 @@ def cmd_export_inpformer(args: argparse.Namespace) -> int:
     except (ArchitectureError, ExportMismatchError) as exc:
         raise ExportError(str(exc)) from exc
     if args.reference_images:
-        from sdk.reference import store_reference_from_folder
+        from sdk.engines.reference import store_reference_from_folder
 
         rels = store_reference_from_folder(bundle, args.reference_images)
         bundle.save()

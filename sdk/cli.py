@@ -254,7 +254,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return 0
     bundle.set_calibration(cal)
     if ref_tiles:
-        from .reference import write_reference_tiles
+        from .engines.reference import write_reference_tiles
 
         write_reference_tiles(bundle, ref_tiles, f"robis-edge calibrate on {source}")
         print(f"  reference tiles     {len(ref_tiles)} stored under reference/ (for `robis-edge build`)")

@@ -31,3 +31,9 @@ class BackendError(RobisError):
     """A model backend that cannot be created or run as asked."""
 
     code = "backend"
+
+
+class EngineError(RobisError):
+    """An engine that cannot be built on this device, or that no precision step made acceptable."""
+
+    code = "engine"

@@ -19,13 +19,13 @@ import numpy as np
 
 from .backends import Backend, create_backend
 from .bundle import Bundle
+from .engines.reference import DEFAULT_TILES, choose_tiles, cut_tiles
 from .errors import CalibrationError, InputError
 from .geometry import TilingPlan
 from .postprocess.binarize import as_map, binarize
 from .postprocess.morphology import apply_morphology
 from .postprocess.stats import SCOPES, BinStats, Calibration, NormStats, RollingStats
 from .preprocess import TilePreprocessor, prepare_frame
-from .reference import DEFAULT_TILES, choose_tiles, cut_tiles
 from .timing import ms_since, progress_bar
 from .verdict import Region, decide, find_regions, roi_slices
 

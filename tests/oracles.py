@@ -66,3 +66,35 @@ def binarize_batch_oracle(maps: list[np.ndarray], rate: int = 4, min_len: int = 
         masks.append((np.logical_or(mb, ms) * 255).astype(np.uint8))
         thresholds.append(thr)
     return masks, thresholds, (lo, hi), t_ms * 255
+
+
+def selftest_model_oracle(image: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The selftest's shipped model (sdk/engines/selftest_model.py) in plain numpy."""
+    from onnx import numpy_helper
+
+    from sdk.engines.selftest_model import DIM, GRID, MAP, PATCH, build_model
+
+    model = build_model(seed)
+
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    x = image.astype(np.float64)
+    n = len(x)
+    patches = x.reshape(n, 3, GRID, PATCH, GRID, PATCH).transpose(0, 2, 4, 1, 3, 5)
+    patches = patches.reshape(n, GRID * GRID, -1)
+    tok = patches @ w["patch.w"].reshape(DIM, -1).T + w["patch.b"]
+    mu, var = tok.mean(-1, keepdims=True), tok.var(-1, keepdims=True)
+    h = (tok - mu) / np.sqrt(var + 1e-6) * w["ln.g"] + w["ln.b"]
+    q, k, v = h @ w["q.w"], h @ w["k.w"], h @ w["v.w"]
+    a = q @ k.transpose(0, 2, 1) / np.sqrt(DIM)
+    a = np.exp(a - a.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    feat = tok + a @ v
+    unit = feat / np.maximum(np.linalg.norm(feat, axis=-1, keepdims=True), 1e-12)
+    p = w["proto"] / np.linalg.norm(w["proto"])
+    small = (1 - unit @ p).reshape(n, GRID, GRID)
+    pos = np.linspace(0, GRID - 1, MAP)  # align_corners=True sampling positions
+    i0 = np.minimum(np.floor(pos).astype(int), GRID - 2)
+    f = pos - i0
+    rows = small[:, i0] * (1 - f)[None, :, None] + small[:, i0 + 1] * f[None, :, None]
+    out = rows[:, :, i0] * (1 - f)[None, None, :] + rows[:, :, i0 + 1] * f[None, None, :]
+    return out[:, None].astype(np.float32)

@@ -137,7 +137,7 @@ def test_calibrate_then_calibrated_scope_equals_batch(tmp_path, demo_bundle, cap
         cv2.imwrite(str(d / f"{f.name}.png"), f.image)
     assert main(["calibrate", "--bundle", str(demo_bundle), "--images", str(good), "--defective", str(bad),
                  "--dry-run"]) == 0
-    assert Bundle.load(demo_bundle).raw["calibration"]["source"] == "sdk.synthetic seed 1000"  # unchanged
+    assert Bundle.load(demo_bundle)._raw["calibration"]["source"] == "sdk.synthetic seed 1000"  # unchanged
     assert main(["calibrate", "--bundle", str(demo_bundle), "--images", str(good), "--defective",
                  str(bad)]) == 0
     out = capsys.readouterr()

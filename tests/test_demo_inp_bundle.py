@@ -26,8 +26,8 @@ def bundle() -> Bundle:
 def test_demo_bundle_is_complete_calibrated_and_small(bundle):
     assert bundle.calibration is not None
     assert bundle.frame_hw == (1432, 1892)
-    assert bundle.raw["reference"] and bundle.verdict.min_area_px > 1
-    training = bundle.raw["provenance"]["training"]
+    assert bundle._raw["reference"] and bundle.verdict.min_area_px > 1
+    training = bundle._raw["provenance"]["training"]
     assert training["encoder_kind"] == "demo" and "NOT pretrained" in training["note"]
     assert sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file()) <= 10 * 2**20
 

@@ -39,7 +39,7 @@ def test_export_golden_checkpoint_to_bundle(tmp_path, capsys):
     assert {"torch", "onnx", "opset", "exporter"} <= set(prov)
     # reference tiles for the TensorRT parity gate, listed with their sha256
     from sdk import Bundle
-    from sdk.reference import load_reference_tiles
+    from sdk.engines.reference import load_reference_tiles
 
     tiles, _ = load_reference_tiles(Bundle.load(out))
     assert len(tiles) == 4 and all(t.shape[:2] == (196, 196) for t in tiles)

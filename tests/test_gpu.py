@@ -61,8 +61,8 @@ def test_selftest_builds_and_checks_engines(tmp_path, capsys):
 
 @needs_tensorrt
 def test_build_gate_and_tensorrt_backend(tmp_path):
-    from export.tensorrt.build import build_bundle_engines
     from sdk.engines import engine_entries
+    from sdk.engines.tensorrt.build import build_bundle_engines
 
     if cuda_device()[0] is None:
         pytest.skip(cuda_device()[1])
@@ -70,7 +70,7 @@ def test_build_gate_and_tensorrt_backend(tmp_path):
     b = Bundle.load(tmp_path / "b")
     insp = Inspector(b, backend="ort-cpu")
     cal, tiles = insp.calibrate_with_reference([f.image for f in _frames()], n_reference=6)
-    from sdk.reference import write_reference_tiles
+    from sdk.engines.reference import write_reference_tiles
 
     write_reference_tiles(b, tiles, "test")
     b.save()

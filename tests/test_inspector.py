@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -158,10 +159,10 @@ def test_regions_in_frame_pixels_roi_and_score_threshold(make_bundle):
     # trims 3 map pixels top/left and 2 bottom/right → x 7..9, y 19..21 → frame bbox below.
     assert res.regions[0].bbox == (28, 76, 40, 88)
     assert res.regions[0].area_px == 9 * 16 and res.regions[0].max <= res.score
-    bundle.raw["verdict"]["roi"] = [64, 0, 128, 128]  # right half only: the defect is outside
+    bundle._raw["verdict"]["roi"] = [64, 0, 128, 128]  # right half only: the defect is outside
     res = Inspector(bundle, backend="ort-cpu").inspect(frame)
     assert res.verdict == "pass" and res.regions == []
-    bundle.raw["verdict"]["score_threshold"] = 0.0
+    bundle._raw["verdict"]["score_threshold"] = 0.0
     res = Inspector(bundle, backend="ort-cpu").inspect(frame)
     assert res.verdict == "fail" and "score" in res.reason
 
@@ -220,15 +221,17 @@ def test_bundle_integrity_checks(make_bundle, tmp_path):
     Bundle.load(bundle.root, verify=False)
     (bundle.root / "m.onnx").write_bytes((bundle.root / "m.onnx").read_bytes()[:-1])
     Bundle.load(bundle.root)
-    bundle.raw["format"] = "robis-bundle/2"
-    bundle.save()
+    bundle._raw["format"] = "robis-bundle/2"
+    with pytest.raises(BundleError, match="not supported"):
+        bundle.save()  # never writes a bundle it could not read back
+    (bundle.root / "bundle.json").write_text(json.dumps(bundle._raw))  # as another tool would
     with pytest.raises(BundleError, match="not supported"):
         Bundle.load(bundle.root)
     with pytest.raises(BundleError, match="no bundle.json"):
         Bundle.load(tmp_path / "nowhere")
-    bundle.raw["format"] = "robis-bundle/1"
-    bundle.raw["files"]["../escape"] = "0"
-    bundle.save()
+    bundle._raw["format"] = "robis-bundle/1"
+    bundle._raw["files"]["../escape"] = "0"
+    (bundle.root / "bundle.json").write_text(json.dumps(bundle._raw))
     with pytest.raises(BundleError, match="outside"):
         Bundle.load(bundle.root)
 

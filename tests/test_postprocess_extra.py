@@ -125,7 +125,7 @@ def test_morphology_from_bundle(make_bundle, closing, holes):
     from sdk.postprocess.stats import BinStats, Calibration, NormStats
 
     bundle = make_bundle(name=f"m{closing}{holes}")
-    bundle.raw["postprocess"]["morphology"] = {"closing": closing, "fill_holes": holes}
+    bundle._raw["postprocess"]["morphology"] = {"closing": closing, "fill_holes": holes}
     bundle.set_calibration(Calibration(NormStats(-3.0, 3.0), BinStats(100.0, 200.0, 0.5, 0.01), 1))
     frame = np.full((128, 128), 20, np.uint8)
     cv2.circle(frame, (64, 64), 44, 250, 36)  # ring 9 map px thick survives the 6×6 erosion

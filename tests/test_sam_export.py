@@ -221,18 +221,18 @@ def test_register_target_adds_sam():
 
 def test_cli_export_sam_into_bundle(make_bundle, small_checkpoint, capsys):
     b = make_bundle("product")
-    before = dict(b.raw["files"])
+    before = dict(b._raw["files"])
     assert run_command(["export", "sam", "--checkpoint", str(small_checkpoint), "--bundle", str(b.root),
                  "--mode", "multi_or", "--top-n", "2"]) == 0
     assert "refinement (mode multi_or, top 2)" in capsys.readouterr().out
     bundle = Bundle.load(b.root)  # verifies every sha256
-    sam = bundle.raw["refine"]["sam"]
+    sam = bundle._raw["refine"]["sam"]
     assert sam["encoder"]["file"] == "sam_encoder.onnx" and sam["decoder"]["file"] == "sam_decoder.onnx"
     settings = (sam["mode"], sam["top_n"], sam["channel_order"], sam["mask_threshold"])
     assert settings == ("multi_or", 2, "bgr_as_rgb", 0.0) and sam["model_type"] == "custom"
     assert sam["provenance"]["source_checkpoint_sha256"] == sha256_file(small_checkpoint)
     assert sam["provenance"]["export_check"]["encoder_max_abs_diff"] <= TOL
-    files = bundle.raw["files"]
+    files = bundle._raw["files"]
     assert files["sam_encoder.onnx"] == sha256_file(b.root / "sam_encoder.onnx")
     assert {k: v for k, v in files.items() if not k.startswith("sam_")} == before  # the rest untouched
     refiner = load_sam_refiner(bundle)
@@ -268,7 +268,7 @@ def test_cli_errors(make_bundle, small_checkpoint, tmp_path):
     with pytest.raises(BundleError):
         run_command(["export", "sam", "--checkpoint", str(small_checkpoint), "--bundle",
                      str(tmp_path / "nowhere")])
-    assert "refine" not in Bundle.load(b.root).raw  # nothing written on failure
+    assert "refine" not in Bundle.load(b.root)._raw  # nothing written on failure
 
 
 # ============================================================================ ViT-B (slow)
@@ -285,7 +285,7 @@ def test_vit_b_export_parity_and_refine(upstream, make_bundle, tmp_path):
     assert run_command(argv) == 0
     ckpt.unlink()
     bundle = Bundle.load(b.root)
-    sec = bundle.raw["refine"]["sam"]
+    sec = bundle._raw["refine"]["sam"]
     assert sec["model_type"] == "vit_b"
     check = sec["provenance"]["export_check"]
     assert check["encoder_max_abs_diff"] <= TOL and check["decoder_max_abs_diff"] <= TOL

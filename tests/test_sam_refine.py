@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 from sdk.bundle import Bundle
 from sdk.errors import BundleError, InputError
+from sdk.postprocess.morphology import fill_holes
 from sdk.refine import SamRefiner, load_sam_refiner
 from sdk.refine.ops import (
     PIXEL_MEAN,
     PIXEL_STD,
     boxes_to_sam_frame,
-    fill_holes,
     postprocess_masks,
     sam_input_size,
     sam_normalize_pad,
@@ -439,7 +439,7 @@ def _add_section(bundle: Bundle, **over):
     section = {"encoder": {"file": "sam_encoder.onnx"}, "decoder": {"file": "sam_decoder.onnx"},
                "mode": "single", "top_n": 3, "channel_order": "bgr_as_rgb", "mask_threshold": 0.0}
     section.update(over)
-    bundle.raw.setdefault("refine", {})["sam"] = section
+    bundle._raw.setdefault("refine", {})["sam"] = section
     bundle.save()
     return Bundle.load(bundle.root)
 
@@ -603,7 +603,7 @@ def test_inspector_runs_the_refine_stage(make_bundle):
     # The stand-in decoder says "anomalous" wherever image channel 0 is bright: the whole square.
     assert (res.mask > 0).sum() > (plain.mask > 0).sum()
     assert Inspector(b, backend="ort-cpu", refine=False).inspect(frame).mask.tolist() == plain.mask.tolist()
-    b.raw["verdict"]["roi"] = [0, 0, 32, 128]  # left quarter only: SAM may not grow past it
+    b._raw["verdict"]["roi"] = [0, 0, 32, 128]  # left quarter only: SAM may not grow past it
     b.save()
     res = Inspector(b, backend="ort-cpu").inspect(frame)
     assert not res.mask[:, 8:].any()

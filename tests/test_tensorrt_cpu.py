@@ -13,16 +13,32 @@ import numpy as np
 import pytest
 
 from edge_runtime.cli import main as robis_edge
-from export.tensorrt import gate, plan
 from sdk import Bundle, Inspector
 from sdk.backends import create_backend
-from sdk.engines import EngineEntry, check_engine, engine_entries, select_engine, upsert_engine
+from sdk.engines import EngineEntry, check_engine, engine_entries, gate, select_engine, upsert_engine
+from sdk.engines.reference import choose_tiles, load_reference_tiles, write_reference_tiles
+from sdk.engines.tensorrt import plan
 from sdk.errors import BackendError, BundleError, InputError
-from sdk.reference import choose_tiles, load_reference_tiles, write_reference_tiles
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo-bundle"  # classical model, window 512, S 256, calibrated
 INP_DEMO = ROOT / "examples" / "demo" / "bundle"  # a real exported INP-Former graph
+
+
+# ONNX nodes as TensorRT layer kinds: the plan's pinning rules, applied to the exported graph.
+ONNX_KINDS = {"LayerNormalization": "NORMALIZATION", "Softmax": "SOFTMAX", "ReduceL2": "REDUCE",
+              "ReduceSum": "REDUCE", "ReduceMean": "REDUCE", "ReduceMax": "REDUCE",
+              "MatMul": "MATRIX_MULTIPLY", "Gemm": "MATRIX_MULTIPLY", "Conv": "CONVOLUTION",
+              "Resize": "RESIZE", "Add": "ELEMENTWISE",
+              "Sub": "ELEMENTWISE", "Mul": "ELEMENTWISE", "Div": "ELEMENTWISE", "Pow": "ELEMENTWISE",
+              "Sqrt": "UNARY", "Erf": "UNARY", "Exp": "UNARY", "Reciprocal": "UNARY", "Relu": "ACTIVATION",
+              "Clip": "ACTIVATION", "Sigmoid": "ACTIVATION", "Tanh": "ACTIVATION"}
+
+
+def onnx_layers(model) -> list[plan.LayerInfo]:
+    """The ONNX graph's nodes as layers, named as TensorRT's parser names them."""
+    return [plan.LayerInfo(n.name or n.output[0], ONNX_KINDS.get(n.op_type, n.op_type.upper()))
+            for n in model.graph.node]
 
 
 @pytest.fixture
@@ -32,9 +48,9 @@ def demo_copy(tmp_path) -> Bundle:
 
 
 def _entry(bundle: Bundle, **kw) -> EngineEntry:
-    f = bundle.raw["anomaly_model"]["file"]
+    f = bundle._raw["anomaly_model"]["file"]
     base = dict(model="anomaly_model", file="engines/a.engine", onnx_file=f,
-                onnx_sha256=bundle.raw["files"][f], precision="fp16", tensorrt_version="10.7.0",
+                onnx_sha256=bundle._raw["files"][f], precision="fp16", tensorrt_version="10.7.0",
                 gpu_name="NVIDIA RTX A2000", compute_capability="8.6", profiles=2, max_batch=12)
     base.update(kw)
     return EngineEntry(**base)
@@ -56,17 +72,17 @@ def test_profiles_follow_the_bundle_tiling(demo_copy):
     assert [x.model for x in p] == ["anomaly_model"]
     assert p[0].shapes == {"image": ((1, 3, 256, 256), (6, 3, 256, 256), (6, 3, 256, 256))}
     assert p[0].ladder == ("fp16", "fp16-safe", "fp32") and p[0].profiles == 2
-    assert demo_copy.raw["tiling"]["frame_hw"] == [972, 1432]  # the demo camera's frames: 6 tiles
+    assert demo_copy._raw["tiling"]["frame_hw"] == [972, 1432]  # the demo camera's frames: 6 tiles
     assert plan.model_plans(demo_copy, "fp32")[0].shapes["image"][2][0] == 6
-    del demo_copy.raw["tiling"]["frame_hw"]  # unknown camera: 2448×2048
+    del demo_copy._raw["tiling"]["frame_hw"]  # unknown camera: 2448×2048
     assert plan.model_plans(demo_copy, "fp32")[0].shapes["image"][2][0] == 30
     assert plan.model_plans(demo_copy, "int8")[0].ladder == ("int8", "fp16", "fp16-safe", "fp32")
-    demo_copy.raw["tiling"]["frame_hw"] = [512, 512]
+    demo_copy._raw["tiling"]["frame_hw"] = [512, 512]
     assert plan.model_plans(demo_copy)[0].max_batch == 1
 
 
 def test_sam_plans_keep_the_decoder_fp32(demo_copy):
-    demo_copy.raw["refine"] = {"sam": {"mode": "single", "top_n": 3, "encoder": {"file": "e.onnx"},
+    demo_copy._raw["refine"] = {"sam": {"mode": "single", "top_n": 3, "encoder": {"file": "e.onnx"},
                                        "decoder": {"file": "d.onnx"}}}
     p = {x.model: x for x in plan.model_plans(demo_copy, "int8", contexts=3)}
     assert p["sam_encoder"].ladder == ("fp16", "fp16-safe", "fp32")
@@ -75,7 +91,7 @@ def test_sam_plans_keep_the_decoder_fp32(demo_copy):
     assert p["sam_decoder"].shapes["boxes"] == ((1, 4), (3, 4), (16, 4))
     only = plan.model_plans(demo_copy, models=["sam_decoder"])
     assert [x.model for x in only] == ["sam_decoder"]
-    demo_copy.raw["refine"]["sam"]["mode"] = "off"
+    demo_copy._raw["refine"]["sam"]["mode"] = "off"
     with pytest.raises(InputError, match="no sam_decoder"):
         plan.model_plans(demo_copy, models=["sam_decoder"])
 
@@ -98,7 +114,7 @@ def test_parse_frame_size():
 def test_fp32_pins_on_the_exported_inpformer_graph():
     onnx = pytest.importorskip("onnx")
     b = Bundle.load(INP_DEMO)
-    layers = plan.onnx_layers(onnx.load(str(b.model_path), load_external_data=False))
+    layers = onnx_layers(onnx.load(str(b.model_path), load_external_data=False))
     by_name = {x.name: x for x in layers}
     fp16 = set(plan.fp32_layers(layers, "fp16"))
     safe = set(plan.fp32_layers(layers, "fp16-safe"))
@@ -145,7 +161,7 @@ def test_engine_metadata_round_trip_and_refusals(demo_copy):
         assert words in str(ei.value)
         assert f"robis-edge build --bundle {b.root} --precision fp16" in str(ei.value)
     # the ONNX file changed after the build
-    b.raw["files"][e.onnx_file] = "0" * 64
+    b._raw["files"][e.onnx_file] = "0" * 64
     with pytest.raises(BackendError, match="changed since the build"):
         check_engine(e, b, "10.7.0", "NVIDIA RTX A2000", "8.6")
 
@@ -167,13 +183,13 @@ def test_select_engine_picks_this_devices_engine(demo_copy):
 
 
 def test_malformed_engine_entries_are_bundle_errors(demo_copy):
-    demo_copy.raw["engines"] = [{"model": "anomaly_model"}]
+    demo_copy._raw["engines"] = [{"model": "anomaly_model"}]
     with pytest.raises(BundleError, match="malformed 'engines' item"):
         engine_entries(demo_copy)
-    demo_copy.raw["engines"] = [dict(_entry(demo_copy).to_json(), model="yolo")]
+    demo_copy._raw["engines"] = [dict(_entry(demo_copy).to_json(), model="yolo")]
     with pytest.raises(BundleError, match="unknown model 'yolo'"):
         engine_entries(demo_copy)
-    demo_copy.raw["engines"] = {"a": 1}
+    demo_copy._raw["engines"] = {"a": 1}
     with pytest.raises(BundleError, match="must be a list"):
         engine_entries(demo_copy)
 
@@ -264,7 +280,7 @@ def test_calibrate_stores_reference_tiles_the_gate_reads(demo_copy, tmp_path):
     rc = robis_edge(["calibrate", "--bundle", str(demo_copy.root), "--images", str(tmp_path / "imgs"),
                      "--reference-tiles", "2", "--min-images", "1"])
     b = Bundle.load(demo_copy.root)
-    assert rc == 0 and len(b.raw["reference"]["tiles"]) == 2
+    assert rc == 0 and len(b._raw["reference"]["tiles"]) == 2
     assert sorted(p.name for p in (b.root / "reference").iterdir()) == ["tile_00.png", "tile_01.png"]
 
 
@@ -279,7 +295,7 @@ def test_rgb_reference_tiles_round_trip(demo_copy):
 
 def test_missing_reference_tiles_say_how_to_get_them(demo_copy):
     assert len(load_reference_tiles(demo_copy)[0]) == 4  # the demo bundle ships its tiles
-    del demo_copy.raw["reference"]
+    del demo_copy._raw["reference"]
     with pytest.raises(BundleError, match="robis-edge calibrate"):
         load_reference_tiles(demo_copy)
 
@@ -308,8 +324,8 @@ def _variant(bundle: Bundle, tmp_path: Path, how: str) -> Path:
 
 
 def _recorded(bundle: Bundle, model: Path, tiles, color):
-    from export.tensorrt.build import pipeline_outputs
     from sdk.backends.onnxruntime import OrtBackend
+    from sdk.engines.gate import pipeline_outputs
 
     be = OrtBackend(str(model), ["CPUExecutionProvider"], "test", input_size=bundle.preprocess.size,
                     map_size=bundle.map_size)
@@ -396,14 +412,15 @@ def test_selftest_reports_a_foreign_engine(demo_copy, capsys):
 def test_shipped_selftest_model_is_the_generated_one():
     pytest.importorskip("onnx")
     import onnxruntime as ort
+    from oracles import selftest_model_oracle
 
-    from export.tensorrt.selftest_model import SHIPPED, model_bytes, reference_map
+    from sdk.engines.selftest_model import SHIPPED, model_bytes
 
-    assert SHIPPED.read_bytes() == model_bytes(), "regenerate: python -m export.tensorrt.selftest_model"
+    assert SHIPPED.read_bytes() == model_bytes(), "regenerate: python -m sdk.engines.selftest_model"
     x = np.random.default_rng(5).normal(0, 1, (3, 3, 56, 56)).astype(np.float32)
     out = ort.InferenceSession(str(SHIPPED), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
-    np.testing.assert_allclose(out, reference_map(x), atol=2e-6)
-    layers = plan.onnx_layers(__import__("onnx").load(str(SHIPPED)))
+    np.testing.assert_allclose(out, selftest_model_oracle(x), atol=2e-6)
+    layers = onnx_layers(__import__("onnx").load(str(SHIPPED)))
     pinned = set(plan.fp32_layers(layers, "fp16"))
     assert {"/blocks.0/norm1/LayerNormalization", "/blocks.0/attn/Softmax", "/head/ReduceL2",
             "/head/Div", "/head/Resize"} <= pinned

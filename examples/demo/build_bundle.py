@@ -119,11 +119,11 @@ def demo_encoder_state_dict(arch, seed: int = 0, *, ls_attn: float = 0.1, ls_mlp
 
 def add_reference(bundle, tiles) -> None:
     """Reference tiles for the TensorRT parity gate (`robis-edge build`) and the camera frame size."""
-    from sdk.reference import write_reference_tiles
+    from sdk.engines.reference import write_reference_tiles
 
     write_reference_tiles(bundle, tiles, f"sdk.synthetic_product seed {SEEDS['calibration']} "
                           "(calibration frames)")
-    bundle.raw["tiling"]["frame_hw"] = [FRAME_H, FRAME_W]
+    bundle.set_frame_hw((FRAME_H, FRAME_W))
 
 
 def log(msg: str) -> None:
@@ -295,14 +295,14 @@ def main() -> int:
         shutil.rmtree(args.out)
     bundle, report = export_inpformer_bundle(ckpt, arch, args.out, name="demo-sheet", window=WINDOW,
                                              overlap=OVERLAP, log=lambda m: log("      " + m))
-    bundle.raw["provenance"]["training"] = {
+    bundle.update_provenance(training={
         "builder": "examples/demo/build_bundle.py", "command": "python examples/demo/build_bundle.py "
         + " ".join(sys.argv[1:]), "data": "sdk.synthetic_product, defect-free frames, seed "
         f"{SEEDS['train']}", **fit_info,
         "note": ("encoder NOT pretrained: a seeded random non-linear encoder in DINOv2's layout "
                  "(examples/demo/build_bundle.py demo_encoder_state_dict; no weights offline); demo only"
                  if fit_info.get("encoder_kind", "dinov2-random") == "demo" else
-                 "encoder NOT pretrained: DINOv2 random init (no weights offline); demo only")}
+                 "encoder NOT pretrained: DINOv2 random init (no weights offline); demo only")})
     bundle.save()
 
     # ---- 4. calibrate + verdict -------------------------------------------------------------
@@ -317,10 +317,10 @@ def main() -> int:
     bundle.save()
     tuned = Inspector(Bundle.load(args.out), backend="ort-cpu", threads=args.threads)
     min_area, tune_info = tune_verdict(tuned, tuning, args.margin)
-    bundle.raw["verdict"]["min_area_px"] = min_area
-    bundle.raw["provenance"]["verdict_tuning"] = {
+    bundle.set_verdict(min_area_px=min_area)
+    bundle.update_provenance(verdict_tuning={
         **tune_info, "rule": "min_area_px = ceil(margin × largest region on held-out defect-free frames)",
-        "source": f"sdk.synthetic_product seed {SEEDS['tuning']}"}
+        "source": f"sdk.synthetic_product seed {SEEDS['tuning']}"})
     bundle.save()
     b = cal.bins
     log(f"[4/5] calibrated on {len(calib)} defect-free frames: amap {cal.norm.amap_min:.4g}.."

@@ -47,11 +47,10 @@ class BinarizeConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> BinarizeConfig:
-        mp = MEBinParams(int(d.get("sample_rate", 4)), int(d.get("min_interval_len", 4)),
-                         int(d.get("erode_kernel", 6)))
-        ft = d.get("fixed_threshold")
-        return cls(d.get("method", "mebin+meanstd"), mp, float(d.get("meanstd_k", 3.0)),
-                   None if ft is None else float(ft), d.get("precision", "float16"))
+        """Read ``to_json``'s object (validated by the bundle schema, the one reader of its keys)."""
+        from ..bundle.schema import read_binarize
+
+        return read_binarize(d, "binarisation settings", path="binarize")
 
 
 @dataclass(frozen=True)

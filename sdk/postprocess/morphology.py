@@ -15,15 +15,20 @@ def close_mask(mask: np.ndarray, kernel: int) -> np.ndarray:
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill background areas (4-connected) that do not touch the mask border."""
-    h, w = mask.shape
+    """Fill the holes of a 0/255 mask: background areas (4-connected) that do not reach the border.
+
+    This is also RoBiS' SAM-Finer ``fill_holes`` (every 8-connected component's external contour
+    drawn filled, OR-ed with the mask): with 8-connected foreground, the background 4-connected to
+    the border is exactly what lies outside every external contour (equality is tested against a
+    per-component contour oracle). One flood fill costs a tenth of the contour loop. A mask that is
+    not uint8 is read as ``!= 0``."""
+    m = mask if mask.dtype == np.uint8 else (mask != 0).astype(np.uint8) * np.uint8(255)
+    h, w = m.shape
     padded = np.zeros((h + 2, w + 2), np.uint8)
-    padded[1:-1, 1:-1] = mask
-    flood = padded.copy()
-    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 255, flags=4)
-    holes = flood[1:-1, 1:-1] == 0
-    out = mask.copy()
-    out[holes] = 255
+    padded[1:-1, 1:-1] = m
+    cv2.floodFill(padded, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 255, flags=4)
+    out = m.copy()
+    out[padded[1:-1, 1:-1] == 0] = 255
     return out
 
 

@@ -100,15 +100,14 @@ class Calibration:
 
     @classmethod
     def from_json(cls, d: dict) -> Calibration:
+        """Read ``to_json``'s object (validated by the bundle schema, the one reader of its keys)."""
+        from ..bundle.schema import read_calibration
+        from ..errors import BundleError
+
         try:
-            norm = NormStats(float(d["amap_min"]), float(d["amap_max"])) if "amap_min" in d else None
-            bins = BinStats(float(d["mebin_min_th"]), float(d["mebin_max_th"]),
-                            float(d["ms_mean"]), float(d["ms_std"]), int(d.get("n_images", 0)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CalibrationError(f"bundle calibration is incomplete or malformed ({exc!r}); "
-                                   "re-run `robis-edge calibrate`") from exc
-        return cls(norm, bins, int(d.get("n_images", 0)), d.get("n_defective"),
-                   str(d.get("source", "")), str(d.get("created", "")))
+            return read_calibration(d, "calibration")
+        except BundleError as exc:
+            raise CalibrationError(f"{exc}; re-run `robis-edge calibrate`") from None
 
 
 @dataclass

@@ -16,7 +16,7 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 __all__ = ["zoom_linear_uint8", "sam_input_size", "sam_resize", "sam_normalize_pad", "topn_boxes",
-           "boxes_to_sam_frame", "postprocess_masks", "fill_holes", "PIXEL_MEAN", "PIXEL_STD"]
+           "boxes_to_sam_frame", "postprocess_masks", "PIXEL_MEAN", "PIXEL_STD"]
 
 
 # ----------------------------------------------------------------------------- image to mask size
@@ -152,19 +152,3 @@ def postprocess_masks(low_res: np.ndarray, input_hw: tuple[int, int], original_h
             crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
         np.greater(crop, threshold, out=out[k])
     return out
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """RoBiS ``fill_holes``: the external contour of every 8-connected component drawn filled
-    (255), OR-ed with the mask.
-
-    RoBiS loops over the components and finds each one's external contour on its own image; a
-    single ``findContours(RETR_EXTERNAL)`` over the whole mask yields the same contours for the
-    outermost components, and a component lying inside another's hole is inside that filled
-    contour anyway (equality tested against the per-component loop)."""
-    m = mask if mask.dtype == np.uint8 else (mask != 0).astype(np.uint8) * 255
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    filled = np.zeros_like(m)
-    for c in contours:
-        cv2.drawContours(filled, [c], -1, 255, thickness=cv2.FILLED)
-    return cv2.bitwise_or(m, filled)

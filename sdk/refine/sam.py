@@ -21,14 +21,16 @@ import numpy as np
 
 from ..backends.onnxruntime import open_session
 from ..errors import BackendError, BundleError, InputError
+from ..postprocess.morphology import fill_holes
+from ..preprocess import prepare_frame
 from ..timing import ms_since
+from ..vocabulary import COLORS, SAM_CHANNEL_ORDERS, SAM_MODES
 from .ops import (
     PIXEL_MEAN,
     PIXEL_STD,
     SAM_IMAGE_SIZE,
     SAM_LOW_RES,
     boxes_to_sam_frame,
-    fill_holes,
     postprocess_masks,
     sam_input_size,
     sam_normalize_pad,
@@ -37,9 +39,8 @@ from .ops import (
     zoom_linear_uint8,
 )
 
-MODES = ("single", "multi_or")
-CHANNEL_ORDERS = ("bgr_as_rgb", "rgb")
-FRAME_COLORS = ("rgb", "bgr", "gray")
+MODES = SAM_MODES
+CHANNEL_ORDERS = SAM_CHANNEL_ORDERS
 TIMING_KEYS = ("sam_pre", "sam_encoder", "sam_decoder", "sam_post")
 
 
@@ -120,26 +121,17 @@ class SamRefiner:
     # -- steps -----------------------------------------------------------------------------
     def _frame_at_mask_size(self, frame: np.ndarray, hw: tuple[int, int], color: str) -> np.ndarray:
         """The frame at the mask resolution, 3 channels, in the order SAM is fed."""
-        if not isinstance(frame, np.ndarray) or frame.size == 0:
-            raise InputError("the frame must be a non-empty numpy array")
-        if frame.dtype == np.uint16:
-            frame = (frame >> 8).astype(np.uint8)  # cv2.imread(IMREAD_COLOR) of a 16-bit file
-        if frame.dtype != np.uint8:
-            raise InputError(f"the frame must be uint8 (or uint16), got {frame.dtype}")
-        if frame.ndim == 3 and frame.shape[2] == 1:
-            frame = frame[:, :, 0]
-        if frame.ndim == 2:
-            small = zoom_linear_uint8(frame, hw)
-            return np.repeat(small[:, :, None], 3, axis=2)  # cv2.imread replicates gray
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise InputError(f"the frame must be H×W or H×W×3, got shape {frame.shape}")
-        if color not in FRAME_COLORS[:2]:
+        if color not in (None, *COLORS):
+            raise InputError(f"color must be one of {', '.join(COLORS)} (got {color!r})")
+        gray = isinstance(frame, np.ndarray) and (frame.ndim == 2 or frame.shape[-1:] == (1,))
+        if not gray and color not in ("rgb", "bgr"):
             raise InputError(f"a 3-channel frame must be color 'rgb' or 'bgr' (got {color!r})")
-        small = zoom_linear_uint8(frame, hw)  # per-channel: commutes with the reordering below
-        want_bgr = self.channel_order == "bgr_as_rgb"
-        if want_bgr != (color == "bgr"):
-            small = small[:, :, ::-1]
-        return np.ascontiguousarray(small)
+        rgb = prepare_frame(frame, None if gray else color)  # the one frame check; H×W or RGB H×W×3 uint8
+        if rgb.ndim == 2:
+            small = zoom_linear_uint8(rgb, hw)
+            return np.repeat(small[:, :, None], 3, axis=2)  # cv2.imread replicates gray
+        src = rgb[:, :, ::-1] if self.channel_order == "bgr_as_rgb" else rgb  # views, no copies
+        return np.ascontiguousarray(zoom_linear_uint8(src, hw))  # per channel: commutes with the order
 
     def encode(self, small: np.ndarray) -> tuple[np.ndarray, tuple[int, int], float, float]:
         """SAM preprocessing + the encoder: (embeddings, resized hw, pre ms, encoder ms)."""
@@ -205,41 +197,6 @@ class SamRefiner:
 
 
 # ----------------------------------------------------------------------------- bundle
-@dataclass(frozen=True)
-class SamRefineSpec:
-    """The ``refine.sam`` section of bundle.json (docs/refine.md)."""
-
-    encoder_file: str
-    decoder_file: str
-    mode: str = "single"
-    top_n: int = 3
-    channel_order: str = "bgr_as_rgb"
-    mask_threshold: float = 0.0
-    fill_holes: bool = True
-
-    @classmethod
-    def from_json(cls, section: dict[str, Any], where: str = "bundle.json") -> SamRefineSpec:
-        try:
-            enc, dec = section["encoder"]["file"], section["decoder"]["file"]
-        except (KeyError, TypeError):
-            raise BundleError(f"{where}: refine.sam needs encoder.file and decoder.file") from None
-        mode = section.get("mode", "single")
-        if mode not in (*MODES, "off"):
-            raise BundleError(f"{where}: refine.sam.mode must be 'single', 'multi_or' or 'off' "
-                              f"(got {mode!r})")
-        order = section.get("channel_order", "bgr_as_rgb")
-        if order not in CHANNEL_ORDERS:
-            raise BundleError(f"{where}: refine.sam.channel_order must be one of {CHANNEL_ORDERS} "
-                              f"(got {order!r})")
-        top_n = section.get("top_n", 3)
-        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-            raise BundleError(f"{where}: refine.sam.top_n must be a positive integer (got {top_n!r})")
-        if section.get("connectivity", 8) != 8:
-            raise BundleError(f"{where}: refine.sam.connectivity: only 8 (RoBiS) is supported")
-        return cls(str(enc), str(dec), mode, int(top_n), order, float(section.get("mask_threshold", 0.0)),
-                   bool(section.get("fill_holes", True)))
-
-
 def load_sam_refiner(bundle, backend: str = "auto", *, threads: int | None = None,
                      providers: Sequence[str] | None = None, mode: str | None = None) -> SamRefiner | None:
     """The refiner a bundle asks for, or None when it has no ``refine.sam`` section or its mode is
@@ -250,18 +207,17 @@ def load_sam_refiner(bundle, backend: str = "auto", *, threads: int | None = Non
 
     if not isinstance(bundle, Bundle):
         bundle = Bundle.load(bundle)
-    section = bundle.raw.get("refine", {}).get("sam")
-    if section is None:
+    spec = bundle.sam
+    if spec is None:
         return None
-    where = str(bundle.root / "bundle.json")
-    spec = SamRefineSpec.from_json(section, where)
     mode = mode or spec.mode
     if mode == "off":
         return None
-    files = bundle.raw.get("files", {})
+    files = bundle.files
     for rel in (spec.encoder_file, spec.decoder_file):
         if rel not in files:
-            raise BundleError(f"{where}: {rel!r} (refine.sam) is not listed under 'files' with its sha256")
+            raise BundleError(f"{bundle.where}: {rel!r} (refine.sam) is not listed under 'files' "
+                              "with its sha256")
     if providers is None and backend in ("auto", "tensorrt"):
         engines = _sam_engines(bundle, backend)
         if engines is not None:

@@ -7,7 +7,7 @@ Div) and a cosine head, then a bilinear resize. Node names follow the exported I
 ("/blocks.0/attn/Softmax", "/head/Div") so the same fp32 rules apply. Weights are seeded random.
 
 The file ships in the package (data/selftest_tile.onnx, so the device needs no onnx package);
-``python -m export.tensorrt.selftest_model`` regenerates it, and a test checks they are the same.
+``python -m sdk.engines.selftest_model`` regenerates it, and a test checks they are the same.
 """
 
 from __future__ import annotations
@@ -91,35 +91,6 @@ def build_model(seed: int = 0):
 
 def model_bytes(seed: int = 0) -> bytes:
     return build_model(seed).SerializeToString()
-
-
-def reference_map(image: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The same model in plain numpy (the selftest's ground truth besides ONNX Runtime)."""
-    model = build_model(seed)
-    from onnx import numpy_helper
-
-    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
-    x = image.astype(np.float64)
-    n = len(x)
-    patches = x.reshape(n, 3, GRID, PATCH, GRID, PATCH).transpose(0, 2, 4, 1, 3, 5)
-    patches = patches.reshape(n, GRID * GRID, -1)
-    tok = patches @ w["patch.w"].reshape(DIM, -1).T + w["patch.b"]
-    mu, var = tok.mean(-1, keepdims=True), tok.var(-1, keepdims=True)
-    h = (tok - mu) / np.sqrt(var + 1e-6) * w["ln.g"] + w["ln.b"]
-    q, k, v = h @ w["q.w"], h @ w["k.w"], h @ w["v.w"]
-    a = q @ k.transpose(0, 2, 1) / np.sqrt(DIM)
-    a = np.exp(a - a.max(-1, keepdims=True))
-    a /= a.sum(-1, keepdims=True)
-    feat = tok + a @ v
-    unit = feat / np.maximum(np.linalg.norm(feat, axis=-1, keepdims=True), 1e-12)
-    p = w["proto"] / np.linalg.norm(w["proto"])
-    small = (1 - unit @ p).reshape(n, GRID, GRID)
-    pos = np.linspace(0, GRID - 1, MAP)  # align_corners=True sampling positions
-    i0 = np.minimum(np.floor(pos).astype(int), GRID - 2)
-    f = pos - i0
-    rows = small[:, i0] * (1 - f)[None, :, None] + small[:, i0 + 1] * f[None, :, None]
-    out = rows[:, :, i0] * (1 - f)[None, None, :] + rows[:, :, i0 + 1] * f[None, None, :]
-    return out[:, None].astype(np.float32)
 
 
 def main() -> int:

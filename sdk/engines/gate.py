@@ -1,6 +1,8 @@
 """The parity gate of ``robis-edge build``: a new engine must agree with ONNX Runtime fp32.
 
-Measured on the bundle's reference tiles (sdk/reference.py), each run through the whole pipeline
+One gate for every engine builder (TensorRT today; any other target walks the same ladder).
+
+Measured on the bundle's reference tiles (sdk/engines/reference.py), each run through the whole pipeline
 (preprocess → model → normalise with the bundle's calibration → binarise → regions → verdict) once
 with ONNX Runtime fp32 on the CPU and once with the engine:
 
@@ -12,13 +14,14 @@ with ONNX Runtime fp32 on the CPU and once with the engine:
 
 Tolerances per precision are in ``TOLERANCES`` (docs/gpu.md). A failed step makes ``next_step``
 return the next rung of the ladder (fp16 → fp16 with more fp32 layers → fp32); fp32 failing
-means this TensorRT miscompiles the model (anchor-lessons §6) and the build is refused.
+means this TensorRT miscompiles the model and the build is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -133,3 +136,61 @@ def next_step(ladder: Sequence[str], step: str, report: GateReport) -> str | Non
         return None
     i = list(ladder).index(step)
     return ladder[i + 1] if i + 1 < len(ladder) else None
+
+
+# -- the whole pipeline on the reference tiles ---------------------------------------------------
+def pipeline_outputs(bundle, backend, tiles: list[np.ndarray], color: str):
+    """Maps (0..255), verdicts and masks of the reference tiles through the whole pipeline with
+    ``backend`` (calibrated scope when the bundle is calibrated, else batch scope over the tiles)."""
+    from ..inspector import Inspector
+
+    insp = Inspector(bundle, backend=backend, scope="calibrated" if bundle.calibration else "rolling")
+    colors = [color] * len(tiles)
+    if bundle.calibration is not None:
+        results = [insp.inspect(t, c) for t, c in zip(tiles, colors)]
+    else:
+        results = insp.inspect_batch(tiles, colors, scope="batch")
+    return ([r.anomaly_map for r in results], [r.verdict for r in results], [r.mask for r in results])
+
+
+def gate_anomaly_model(bundle, backend, reference, tiles: list[np.ndarray], color: str,
+                       step: str) -> GateReport:
+    """The gate for a candidate anomaly-model backend against ``reference`` (``pipeline_outputs``
+    of ONNX Runtime fp32): maps compared on the 0..255 scale, verdicts, masks."""
+    maps, verdicts, masks = pipeline_outputs(bundle, backend, tiles, color)
+    return compare(step, reference[0], maps, reference[1], verdicts, reference[2], masks, scale=255.0)
+
+
+# -- walking down the ladder ------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """What a builder made at one ladder step: the gate's report, and how to keep or drop it."""
+
+    report: GateReport
+    accept: Callable[[list[GateReport]], Any]  # make it permanent; gets every report so far
+    discard: Callable[[], None]
+
+
+@dataclass
+class LadderResult:
+    step: str | None  # the accepted step, None when every step failed
+    accepted: Any  # what ``Candidate.accept`` returned
+    reports: list[GateReport]
+
+
+def walk_ladder(ladder: Sequence[str], attempt: Callable[[str], Candidate],
+                log: Callable[[str], None] = print) -> LadderResult:
+    """Try each step of ``ladder`` in turn (``attempt`` builds and gates a candidate) until one
+    passes; failed candidates are discarded. The builder decides what a step means."""
+    reports: list[GateReport] = []
+    step: str | None = ladder[0]
+    while step is not None:
+        cand = attempt(step)
+        reports.append(cand.report)
+        log(f"      parity gate {cand.report.line()}")
+        if cand.report.passed:
+            return LadderResult(step, cand.accept(reports), reports)
+        cand.discard()
+        step = next_step(ladder, step, cand.report)
+        log(f"      stepping down to {step}" if step else "      no precision passed")
+    return LadderResult(None, None, reports)

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from sdk.backends import BACKENDS
+from ..vocabulary import BACKENDS, MODEL_ROLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="optimisation profiles = frames inferred at the same time (serve --workers; "
                    "default 2)")
     p.add_argument("--model", action="append", dest="models",
-                   choices=("anomaly_model", "sam_encoder", "sam_decoder"),
+                   choices=MODEL_ROLES,
                    help="build only this model (repeat; default: every model of the bundle)")
     p.add_argument("--reference-images", type=Path,
                    help="cut new reference tiles for the gate from these images (default: the tiles "
@@ -64,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import build_bundle_engines
-    from .plan import parse_frame_size
+    from .tensorrt.build import build_bundle_engines
+    from .tensorrt.plan import parse_frame_size
 
     cache = args.timing_cache or (args.bundle / "engines" / "timing.cache")
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -81,10 +81,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from sdk.errors import InputError
-
-    from .plan import parse_frame_size
+    from ..errors import InputError
     from .selftest import REQUIRABLE, format_table, rows_json, run_selftest
+    from .tensorrt.plan import parse_frame_size
 
     require = [r.strip() for r in args.require.split(",") if r.strip()]
     unknown = [r for r in require if r not in REQUIRABLE]

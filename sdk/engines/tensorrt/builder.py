@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sdk.backends.tensorrt import trt_logger
-
-from ..errors import ExportError
+from ...backends.tensorrt import trt_logger
+from ...errors import EngineError
 from .plan import LayerInfo, fp32_layers
 
 
@@ -23,11 +22,11 @@ def import_tensorrt():
     try:
         import tensorrt as trt
     except Exception as exc:
-        raise ExportError(f"building engines needs TensorRT's Python bindings ({exc}); they come with "
+        raise EngineError(f"building engines needs TensorRT's Python bindings ({exc}); they come with "
                           "JetPack (python3-libnvinfer) or NVIDIA's TensorRT images; check with "
                           "`robis-edge selftest`") from exc
     if int(trt.__version__.split(".")[0]) < 10:
-        raise ExportError(f"TensorRT {trt.__version__} is too old: robis-edge build needs TensorRT 10")
+        raise EngineError(f"TensorRT {trt.__version__} is too old: robis-edge build needs TensorRT 10")
     return trt
 
 
@@ -96,7 +95,7 @@ def build_engine(onnx_path: str | Path, shapes: dict, step: str, *, profiles: in
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):  # from file: external weight data is found
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise ExportError(f"TensorRT cannot parse {onnx_path}:\n  " + "\n  ".join(errors))
+        raise EngineError(f"TensorRT cannot parse {onnx_path}:\n  " + "\n  ".join(errors))
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
@@ -110,10 +109,10 @@ def build_engine(onnx_path: str | Path, shapes: dict, step: str, *, profiles: in
         config.set_flag(trt.BuilderFlag.FP16)
         if step == "int8":
             if not int8_batches:
-                raise ExportError("int8 needs calibration batches (the bundle's reference tiles)")
+                raise EngineError("int8 needs calibration batches (the bundle's reference tiles)")
             config.set_flag(trt.BuilderFlag.INT8)
             if len(shapes) != 1:
-                raise ExportError("int8 calibration is implemented for single-input models only")
+                raise EngineError("int8 calibration is implemented for single-input models only")
             config.int8_calibrator = _Calibrator(trt, int8_batches, None)
             calib = builder.create_optimization_profile()  # exactly the calibration batches' shape
             shape = tuple(int8_batches[0].shape)
@@ -132,7 +131,7 @@ def build_engine(onnx_path: str | Path, shapes: dict, step: str, *, profiles: in
         f"({pinned} layers pinned to fp32, {profiles} profile(s)); this takes minutes…")
     blob = builder.build_serialized_network(network, config)
     if blob is None:
-        raise ExportError(f"TensorRT failed to build {onnx_path} at {step} (see its log above)")
+        raise EngineError(f"TensorRT failed to build {onnx_path} at {step} (see its log above)")
     log(f"      built in {time.perf_counter() - t0:.0f} s")
     if cache_path is not None:
         tmp = cache_path.with_name(cache_path.name + ".tmp")

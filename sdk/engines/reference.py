@@ -1,7 +1,7 @@
 """Reference tiles stored in a bundle (``bundle.json`` ``reference``; docs/gpu.md).
 
 A few real tiles, cut from the images a bundle was calibrated (or exported) with, kept as
-lossless PNG: the TensorRT parity gate (``robis-edge build``) runs them through ONNX Runtime fp32
+lossless PNG: the parity gate of ``robis-edge build`` runs them through ONNX Runtime fp32
 and through the new engine and compares maps and verdicts. Tiles are window-sized frames (one tile
 each), so the gate runs the whole pipeline on them; bundles without tiling keep whole frames
 resized to the model's input size.
@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import BundleError, InputError
-from .geometry import TilingPlan
-from .imageio import read_image, write_png
+from ..errors import BundleError, InputError
+from ..geometry import TilingPlan
+from ..imageio import read_image, write_png
 
 REFERENCE_DIR = "reference"
 DEFAULT_TILES = 4
@@ -50,46 +50,42 @@ def write_reference_tiles(bundle, tiles: list[np.ndarray], source: str) -> list[
     """Replace the bundle's reference tiles (files and ``reference`` section; not saved)."""
     if not tiles:
         raise InputError("no reference tiles to write")
-    old = bundle.raw.get("reference", {}).get("tiles", [])
-    files = bundle.raw.setdefault("files", {})
-    for rel in old:
-        files.pop(rel, None)
-        p = bundle.root / rel
-        if p.is_file():
-            p.unlink()
+    old = bundle.reference
+    for rel in old.tiles if old is not None else ():
+        bundle.drop_file(rel, delete=True)
     rels = []
     for i, t in enumerate(tiles):
         rel = f"{REFERENCE_DIR}/tile_{i:02d}.png"
         write_png(bundle.root / rel, np.ascontiguousarray(t if t.ndim == 2 else t[:, :, ::-1]))  # PNG is BGR
         bundle.add_file(rel)
         rels.append(rel)
-    bundle.raw["reference"] = {"tiles": rels, "color": "gray" if tiles[0].ndim == 2 else "rgb",
-                               "source": source}
+    bundle.set_section("reference", {"tiles": rels, "color": "gray" if tiles[0].ndim == 2 else "rgb",
+                                     "source": source})
     return rels
 
 
 def load_reference_tiles(bundle) -> tuple[list[np.ndarray], str]:
     """The bundle's reference tiles and their colour ("gray" or "rgb")."""
-    ref = bundle.raw.get("reference")
-    if not isinstance(ref, dict) or not ref.get("tiles"):
+    ref = bundle.reference
+    if ref is None or not ref.tiles:
         raise BundleError(f"{bundle.root}: no reference tiles (run `robis-edge calibrate` on a few images, "
                           "or pass --reference-images)")
-    files = bundle.raw.get("files", {})
+    files = bundle.files
     out = []
-    for rel in ref["tiles"]:
+    for rel in ref.tiles:
         if rel not in files:
             raise BundleError(f"{bundle.root}: reference tile {rel!r} is not listed under 'files'")
         img, color = read_image(bundle.resolve(rel))
         out.append(img if color == "gray" else img[:, :, ::-1].copy())  # read_image gives BGR
-    return out, str(ref.get("color", "rgb"))
+    return out, ref.color
 
 
 def store_reference_from_folder(bundle, folder: str | Path, n: int = DEFAULT_TILES) -> list[str]:
     """Cut every tile of the images under ``folder``, keep ``n`` chosen by their score with the
     bundle's model on ONNX Runtime CPU (``choose_tiles``), and write them into the bundle."""
-    from .backends import create_backend
-    from .imageio import IMAGE_EXTS, find_files
-    from .preprocess import TilePreprocessor, prepare_frame
+    from ..backends import create_backend
+    from ..imageio import IMAGE_EXTS, find_files
+    from ..preprocess import TilePreprocessor, prepare_frame
 
     paths = find_files(folder, IMAGE_EXTS)
     if not paths:
@@ -106,3 +102,25 @@ def store_reference_from_folder(bundle, folder: str | Path, n: int = DEFAULT_TIL
     pre = TilePreprocessor(spec, pool[0].shape[:2])  # every tile has the window's (or S×S) size
     scores = np.array([float(model.run(pre(t[None])).max()) for t in pool])
     return write_reference_tiles(bundle, [pool[i] for i in choose_tiles(scores, n)], f"images under {folder}")
+
+
+def sam_reference_inputs(tiles: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """SAM encoder inputs of the reference tiles (SAM's own resize, normalisation and padding)."""
+    from ..refine.ops import sam_input_size, sam_normalize_pad, sam_resize
+
+    out = []
+    for t in tiles:
+        rgb = np.repeat(t[:, :, None], 3, axis=2) if t.ndim == 2 else t
+        hw = sam_input_size(*rgb.shape[:2])
+        out.append({"image": sam_normalize_pad(sam_resize(rgb, hw))})
+    return out
+
+
+def sam_decoder_inputs(embeddings: list[np.ndarray], n_boxes: int) -> list[dict[str, np.ndarray]]:
+    """Decoder inputs: each reference embedding with ``n_boxes`` nested boxes around the centre."""
+    c, feeds = 512.0, []
+    half = np.linspace(64, 480, n_boxes, dtype=np.float32)
+    boxes = np.stack([c - half, c - half * 0.8, c + half, c + half * 0.8], axis=1).astype(np.float32)
+    for e in embeddings:
+        feeds.append({"embeddings": e, "boxes": boxes})
+    return feeds

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdk.timing import ms_since
-
+from ..timing import ms_since
 from .selftest_model import MAP, SHIPPED, SIZE
 
 REQUIRABLE = ("gpu", "pycuda", "tensorrt", "ort-cuda", "ort-tensorrt")
@@ -42,8 +41,8 @@ def environment(require: Sequence[str]) -> tuple[list[Row], dict]:
     """Rows for what is installed, and the facts later checks need."""
     import onnxruntime as ort
 
-    from sdk import __version__
-    from sdk.backends.gpu import cuda_device, pycuda_probe, tensorrt_probe
+    from .. import __version__
+    from ..backends.gpu import cuda_device, pycuda_probe, tensorrt_probe
 
     rows = [Row("python", "INFO", f"{platform.python_version()} on {platform.machine()} "
                 f"({platform.system()} {platform.release()})"),
@@ -71,7 +70,7 @@ def _selftest_input(n: int = 4) -> np.ndarray:
 
 def ort_checks(facts: dict, require: Sequence[str]) -> tuple[list[Row], np.ndarray | None]:
     """The self-test model on ONNX Runtime: CPU (the reference), then the GPU providers."""
-    from sdk.backends.onnxruntime import open_session
+    from ..backends.onnxruntime import open_session
 
     x = _selftest_input()
     rows = []
@@ -117,9 +116,8 @@ def tensorrt_checks(facts: dict, ref: np.ndarray | None, require: Sequence[str],
         return [Row(name, "FAIL" if req else "SKIP", f"needs {', '.join(lacking)}")]
     if ref is None:
         return [Row(name, "FAIL", "no ONNX Runtime reference (see ort-cpu above)")]
-    from sdk.backends.tensorrt import TrtRunner
-
-    from .engine_build import build_engine
+    from ..backends.tensorrt import TrtRunner
+    from .tensorrt.builder import build_engine
 
     rows = []
     x = _selftest_input()
@@ -151,11 +149,10 @@ def tensorrt_checks(facts: dict, ref: np.ndarray | None, require: Sequence[str],
 def bundle_checks(bundle_path: str | Path, backends: Sequence[str] | None, facts: dict, quick: bool,
                   frames: int, frame_hw: tuple[int, int] | None) -> list[Row]:
     """Engines of the bundle vs this host, and one frame timed per backend."""
-    from sdk.bundle import Bundle
-    from sdk.engines import engine_entries, engine_mismatches
-    from sdk.inspector import Inspector
-
-    from .plan import DEFAULT_FRAME
+    from ..bundle import Bundle
+    from ..inspector import Inspector
+    from .entries import engine_entries, engine_mismatches
+    from .tensorrt.plan import DEFAULT_FRAME
 
     rows = []
     try:

@@ -3,7 +3,7 @@
 - one ``ModelPlan`` per ONNX model of the bundle: optimisation-profile shapes (the tile model:
   batch 1…tiles per frame; the SAM decoder: boxes 1…16; the SAM encoder: fixed) and the
   precision ladder the parity gate walks down;
-- which layers stay in fp32 at each precision (anchor-lessons §5: LayerNorm, the L2 normalisation
+- which layers stay in fp32 at each precision (docs/gpu.md: LayerNorm, the L2 normalisation
   and the cosine head, softmax), from layer names and kinds, the same rules for TensorRT's parsed
   network and for the ONNX graph it came from.
 """
@@ -14,9 +14,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sdk.errors import InputError
-from sdk.geometry import TilingPlan
-from sdk.refine.ops import SAM_IMAGE_SIZE
+from ...errors import InputError
+from ...geometry import TilingPlan
+from ...refine.ops import SAM_IMAGE_SIZE
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # The ladder the gate walks down: each step keeps more in fp32. "fp16-safe" is fp16 with every
@@ -27,19 +27,12 @@ DEFAULT_FRAME = (2048, 2448)  # H, W of MVTec AD 2 frames (RoBiS: 9 tiles of 102
 MAX_BOXES = 16
 SAM_EMBED = (1, 256, 64, 64)
 
-# Layer kinds are TensorRT's LayerType names; ONNX nodes are mapped to the same names.
+# Layer kinds are TensorRT's LayerType names.
 FRAGILE_KINDS = {"NORMALIZATION", "SOFTMAX", "REDUCE"}
 FRAGILE_OPS = {"LayerNormalization", "Softmax", "ReduceL2", "ReduceSum", "ReduceMean", "Div", "Pow", "Sqrt",
                "Reciprocal", "Exp", "Log"}
 HEAD_SCOPES = ("/head/",)  # the cosine head, its resizes and the Gaussian (export/inpformer)
 FP16_SAFE_KEEP = ("/mlp/", "/patch_embed/")  # the only fp16 matrix products at the "fp16-safe" step
-ONNX_KINDS = {"LayerNormalization": "NORMALIZATION", "Softmax": "SOFTMAX", "ReduceL2": "REDUCE",
-              "ReduceSum": "REDUCE", "ReduceMean": "REDUCE", "ReduceMax": "REDUCE",
-              "MatMul": "MATRIX_MULTIPLY", "Gemm": "MATRIX_MULTIPLY", "Conv": "CONVOLUTION",
-              "Resize": "RESIZE", "Add": "ELEMENTWISE",
-              "Sub": "ELEMENTWISE", "Mul": "ELEMENTWISE", "Div": "ELEMENTWISE", "Pow": "ELEMENTWISE",
-              "Sqrt": "UNARY", "Erf": "UNARY", "Exp": "UNARY", "Reciprocal": "UNARY", "Relu": "ACTIVATION",
-              "Clip": "ACTIVATION", "Sigmoid": "ACTIVATION", "Tanh": "ACTIVATION"}
 # Kinds that compute in a floating-point precision (the rest move or reshape data).
 COMPUTE_KINDS = {"NORMALIZATION", "SOFTMAX", "REDUCE", "MATRIX_MULTIPLY", "CONVOLUTION", "RESIZE",
                  "ELEMENTWISE", "UNARY", "ACTIVATION", "SCALE", "POOLING"}
@@ -73,7 +66,7 @@ def op_of(name: str) -> str:
 
 
 def is_fragile(layer: LayerInfo) -> bool:
-    """Layers that overflow or underflow in fp16 (anchor-lessons §5)."""
+    """Layers that overflow or underflow in fp16 (docs/gpu.md)."""
     return (layer.kind in FRAGILE_KINDS or op_of(layer.name) in FRAGILE_OPS
             or any(s in layer.name for s in HEAD_SCOPES))
 
@@ -96,12 +89,6 @@ def fp32_layers(layers: Iterable[LayerInfo], step: str) -> list[str]:
     return out
 
 
-def onnx_layers(model) -> list[LayerInfo]:
-    """The ONNX graph's nodes as layers (for plans made without TensorRT, and the tests)."""
-    return [LayerInfo(n.name or n.output[0], ONNX_KINDS.get(n.op_type, n.op_type.upper()))
-            for n in model.graph.node]
-
-
 def parse_frame_size(text: str) -> tuple[int, int]:
     """'2448x2048' (W×H, as cameras state it) → (H, W)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text or "")
@@ -119,7 +106,7 @@ def model_plans(bundle, precision: str = "fp16", *, frame_hw: tuple[int, int] | 
                 contexts: int = 2, max_boxes: int = MAX_BOXES,
                 models: Sequence[str] | None = None) -> list[ModelPlan]:
     """The engines to build for ``bundle``: the anomaly model always, the SAM encoder and decoder
-    when the bundle refines with SAM. The SAM decoder is always fp32 (anchor-lessons §8), the SAM
+    when the bundle refines with SAM. The SAM decoder is always fp32 (docs/gpu.md), the SAM
     encoder at most fp16."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
@@ -130,16 +117,16 @@ def model_plans(bundle, precision: str = "fp16", *, frame_hw: tuple[int, int] | 
     hw = frame_hw or bundle.frame_hw or DEFAULT_FRAME
     n = tiles_per_frame(bundle, hw)
     s = bundle.preprocess.size
-    plans = [ModelPlan("anomaly_model", str(bundle.raw["anomaly_model"]["file"]),
+    plans = [ModelPlan("anomaly_model", bundle.model.file,
                        {"image": ((1, 3, s, s), (n, 3, s, s), (n, 3, s, s))}, LADDERS[precision], contexts)]
-    sam = bundle.raw.get("refine", {}).get("sam")
-    if isinstance(sam, dict) and sam.get("mode", "single") != "off":
+    sam = bundle.sam
+    if sam is not None and sam.mode != "off":
         enc_ladder = LADDERS["fp16" if precision == "int8" else precision]
         img = (1, 3, SAM_IMAGE_SIZE, SAM_IMAGE_SIZE)
-        top = min(int(sam.get("top_n", 3)), max_boxes)
-        plans.append(ModelPlan("sam_encoder", str(sam["encoder"]["file"]), {"image": (img, img, img)},
+        top = min(sam.top_n, max_boxes)
+        plans.append(ModelPlan("sam_encoder", sam.encoder_file, {"image": (img, img, img)},
                                enc_ladder, contexts))
-        plans.append(ModelPlan("sam_decoder", str(sam["decoder"]["file"]),
+        plans.append(ModelPlan("sam_decoder", sam.decoder_file,
                                {"embeddings": (SAM_EMBED, SAM_EMBED, SAM_EMBED),
                                 "boxes": ((1, 4), (top, 4), (max_boxes, 4))}, LADDERS["fp32"], contexts))
     if models:

@@ -1,4 +1,4 @@
-"""TensorRT engines listed in a bundle (``bundle.json`` ``engines``, docs/gpu.md).
+"""Engines listed in a bundle (``bundle.json`` ``engines``, docs/gpu.md).
 
 An engine is tied to the ONNX file it was built from, the TensorRT version that built it and the
 GPU (name and compute capability). ``check_engine`` refuses an engine that does not match this
@@ -8,70 +8,26 @@ copied between devices may carry one per device).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from ..bundle import EngineEntry
+from ..errors import BackendError, BundleError
 
-from .errors import BackendError, BundleError
-
-MODELS = ("anomaly_model", "sam_encoder", "sam_decoder")
-
-
-@dataclass(frozen=True)
-class EngineEntry:
-    """One ``engines`` item of bundle.json."""
-
-    model: str  # anomaly_model | sam_encoder | sam_decoder
-    file: str  # the engine, relative to the bundle
-    onnx_file: str  # the ONNX file it was built from
-    onnx_sha256: str
-    precision: str  # the step that passed the parity gate (export/tensorrt/plan.py LADDERS)
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-    profiles: int = 1  # optimisation profiles = concurrent execution contexts
-    max_batch: int = 1  # the profile's largest first dimension (tiles, or SAM boxes)
-    fp32_layers: int = 0  # layers pinned to fp32
-    parity: dict[str, Any] = field(default_factory=dict)  # the gate's measurements
-    built: str = ""  # ISO time
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: Any, where: str = "bundle.json") -> EngineEntry:
-        if not isinstance(d, dict):
-            raise BundleError(f"{where}: every 'engines' item must be an object, got {type(d).__name__}")
-        try:
-            e = cls(str(d["model"]), str(d["file"]), str(d["onnx_file"]), str(d["onnx_sha256"]),
-                    str(d["precision"]), str(d["tensorrt_version"]), str(d["gpu_name"]),
-                    str(d["compute_capability"]), int(d.get("profiles", 1)), int(d.get("max_batch", 1)),
-                    int(d.get("fp32_layers", 0)), dict(d.get("parity", {})), str(d.get("built", "")))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"{where}: malformed 'engines' item ({exc!r}); rebuild it with "
-                              "`robis-edge build`") from exc
-        if e.model not in MODELS:
-            raise BundleError(f"{where}: engine for unknown model {e.model!r} (known: {', '.join(MODELS)})")
-        return e
+__all__ = ["EngineEntry", "onnx_file_of", "engine_entries", "rebuild_command", "engine_mismatches",
+           "select_engine", "check_engine", "upsert_engine"]
 
 
 def onnx_file_of(bundle, model: str) -> str:
     """The bundle-relative ONNX file of ``model`` (anomaly_model, sam_encoder, sam_decoder)."""
     if model == "anomaly_model":
-        return str(bundle.raw["anomaly_model"]["file"])
-    sam = bundle.raw.get("refine", {}).get("sam")
-    if not isinstance(sam, dict):
+        return bundle.model.file
+    sam = bundle.sam
+    if sam is None:
         raise BundleError(f"{bundle.root}: no refine.sam section, so no {model} ONNX file")
-    return str(sam["encoder" if model == "sam_encoder" else "decoder"]["file"])
+    return sam.encoder_file if model == "sam_encoder" else sam.decoder_file
 
 
 def engine_entries(bundle, model: str | None = None) -> list[EngineEntry]:
     """The bundle's engines (of one model when ``model`` is given)."""
-    items = bundle.raw.get("engines", [])
-    where = str(bundle.root / "bundle.json")
-    if not isinstance(items, list):
-        raise BundleError(f"{where}: 'engines' must be a list")
-    out = [EngineEntry.from_json(d, where) for d in items]
-    return [e for e in out if model is None or e.model == model]
+    return [e for e in bundle.engines if model is None or e.model == model]
 
 
 def rebuild_command(bundle, precision: str = "fp16") -> str:
@@ -82,11 +38,12 @@ def engine_mismatches(entry: EngineEntry, bundle, tensorrt_version: str | None,
                       gpu_name: str | None, compute_capability: str | None) -> list[str]:
     """Why ``entry`` cannot run here (empty when it can)."""
     why = []
-    current = bundle.raw.get("files", {}).get(entry.onnx_file)
+    files = bundle.files
+    current = files.get(entry.onnx_file)
     if current != entry.onnx_sha256:
         why.append(f"its ONNX file {entry.onnx_file} changed since the build (sha256 "
                    f"{str(current)[:12]}… now, {entry.onnx_sha256[:12]}… then)")
-    if entry.file not in bundle.raw.get("files", {}):
+    if entry.file not in files:
         why.append(f"the engine file {entry.file} is not listed under 'files' with its sha256")
     if tensorrt_version is None:
         why.append("TensorRT is not installed here")
@@ -128,10 +85,7 @@ def check_engine(entry: EngineEntry, bundle, tensorrt_version: str | None, gpu_n
 
 def upsert_engine(bundle, entry: EngineEntry) -> None:
     """Add ``entry`` to the bundle's ``engines``, replacing one for the same model, GPU and TensorRT."""
-    items = [d for d in bundle.raw.get("engines", [])
-             if not (isinstance(d, dict) and d.get("model") == entry.model
-                     and d.get("gpu_name") == entry.gpu_name
-                     and d.get("compute_capability") == entry.compute_capability
-                     and d.get("tensorrt_version") == entry.tensorrt_version)]
-    items.append(entry.to_json())
-    bundle.raw["engines"] = items
+    same = (entry.model, entry.gpu_name, entry.compute_capability, entry.tensorrt_version)
+    items = [e.to_json() for e in bundle.engines
+             if (e.model, e.gpu_name, e.compute_capability, e.tensorrt_version) != same]
+    bundle.set_section("engines", [*items, entry.to_json()])

@@ -1,1 +1,0 @@
-"""TensorRT engines for bundles, built on the device: plans, the builder, the parity gate, selftest."""
