@@ -21,14 +21,13 @@ import cv2
 import numpy as np
 
 from sdk.errors import RobisError
-from sdk.vocabulary import is_valid_name
+from sdk.vocabulary import COLORS, is_valid_name
 
 VERSION = 1
 FRAME_PREFIX = b"frame."
 RESULT_PREFIX = b"result."
 ENCODINGS = ("raw", "png", "jpeg")
 DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2")}  # raw uint16 is little-endian
-COLORS = ("gray", "bgr", "rgb")
 VERDICTS = ("pass", "fail", "error")
 ERROR_CODES = ("bad_header", "unsupported_encoding", "size_mismatch", "decode_failed", "unknown_product",
                "overloaded", "internal")
