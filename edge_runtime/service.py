@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sdk.errors import InputError
@@ -39,7 +40,7 @@ from .bundles import LoadedBundle, calibration_json, load_bundles, reload_calibr
 from .config import ServiceConfig, ServiceError
 from .control import handle_control
 from .logs import RateLimitedLog
-from .security import CurveKeyError, server_keypair
+from .security import CurveKeyError, apply_server, refusal_log, server_keypair, start_authenticator
 from .state import BundleState, ServiceState
 from .stats import Stats
 from .work_queue import CLOSED, WorkQueue
@@ -109,8 +110,6 @@ class Service:
                 raise ServiceError(f"--record {cfg.record_dir}: {exc}") from exc
         self._ctx = ctx = zmq.Context()
         if keypair is not None:
-            from .security import refusal_log, start_authenticator
-
             refused_log = refusal_log()
 
             def refused(text: str) -> None:
@@ -118,38 +117,11 @@ class Service:
                 refused_log(text)
 
             self._auth = start_authenticator(ctx, cfg.curve_allow, refused)
-        socks = []
+        socks: list = []
         try:
-            inp = ctx.socket(zmq.SUB if cfg.input_mode == "sub" else zmq.PULL)
-            socks.append(inp)
-            self._secure(inp, keypair)
-            inp.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
-            inp.setsockopt(zmq.LINGER, 0)
-            if cfg.input_mode == "sub":
-                inp.setsockopt(zmq.SUBSCRIBE, P.FRAME_PREFIX)
-            inp.connect(cfg.input)
-            self.endpoints["input"] = cfg.input
-            out = ctx.socket(zmq.XPUB)
-            socks.append(out)
-            self._secure(out, keypair)
-            out.setsockopt(zmq.XPUB_VERBOSER, 1)
-            out.setsockopt(zmq.SNDHWM, 1000)
-            out.setsockopt(zmq.LINGER, 2000)
-            out.bind(cfg.output)
-            self.endpoints["output"] = out.getsockopt_string(zmq.LAST_ENDPOINT)
-            ctl = None
-            if cfg.control:
-                ctl = ctx.socket(zmq.REP)
-                socks.append(ctl)
-                self._secure(ctl, keypair)
-                ctl.setsockopt(zmq.LINGER, 0)
-                ctl.bind(cfg.control)
-                self.endpoints["control"] = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
+            inp, out, ctl = self._open_sockets(ctx, keypair, socks)
         except zmq.ZMQError as exc:
-            for s in socks:
-                s.close(0)
-            self._stop_auth()
-            ctx.term()
+            self._abort_start(ctx, socks)
             raise ServiceError(f"cannot open the sockets (input {cfg.input}, output {cfg.output}, "
                                f"control {cfg.control}): {exc}") from exc
         self._threads = [threading.Thread(target=self._receiver, args=(inp,), name="serve-receiver",
@@ -167,10 +139,7 @@ class Service:
             try:
                 self.metrics = MetricsServer(self.snapshot, cfg.metrics_host, cfg.metrics_port).start()
             except OSError as exc:
-                for s in socks:
-                    s.close(0)
-                self._stop_auth()
-                ctx.term()
+                self._abort_start(ctx, socks)
                 raise ServiceError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}") \
                     from exc
             self.endpoints["metrics"] = self.metrics.url
@@ -181,6 +150,48 @@ class Service:
                  self.endpoints.get("control"), cfg.workers, cfg.policy, cfg.queue_size)
         return self
 
+    def _open_sockets(self, ctx, keypair: tuple[bytes, bytes] | None, opened: list) -> tuple:
+        """(input, output, control or None), each secured, connected or bound; appended to ``opened``
+        as they are created, so that the caller can close them when one fails."""
+        import zmq
+
+        cfg = self.config
+
+        def new(kind: int):
+            sock = ctx.socket(kind)
+            opened.append(sock)
+            if keypair is not None:
+                apply_server(sock, keypair)
+            return sock
+
+        inp = new(zmq.SUB if cfg.input_mode == "sub" else zmq.PULL)
+        inp.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+        inp.setsockopt(zmq.LINGER, 0)
+        if cfg.input_mode == "sub":
+            inp.setsockopt(zmq.SUBSCRIBE, P.FRAME_PREFIX)
+        inp.connect(cfg.input)
+        self.endpoints["input"] = cfg.input
+        out = new(zmq.XPUB)
+        out.setsockopt(zmq.XPUB_VERBOSER, 1)
+        out.setsockopt(zmq.SNDHWM, 1000)
+        out.setsockopt(zmq.LINGER, 2000)
+        out.bind(cfg.output)
+        self.endpoints["output"] = out.getsockopt_string(zmq.LAST_ENDPOINT)
+        ctl = None
+        if cfg.control:
+            ctl = new(zmq.REP)
+            ctl.setsockopt(zmq.LINGER, 0)
+            ctl.bind(cfg.control)
+            self.endpoints["control"] = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
+        return inp, out, ctl
+
+    def _abort_start(self, ctx, socks: list) -> None:
+        """Undo a start that failed half-way: close the sockets, the authenticator and the context."""
+        for sock in socks:
+            sock.close(0)
+        self._stop_auth()
+        ctx.term()
+
     def _curve_keys(self) -> tuple[bytes, bytes] | None:
         cfg = self.config
         try:
@@ -190,13 +201,6 @@ class Service:
         if keypair is not None and not cfg.curve_allow:
             log.warning("CURVE without --curve-allow: traffic is encrypted, but any client key is accepted")
         return keypair
-
-    @staticmethod
-    def _secure(sock, keypair) -> None:
-        if keypair is not None:
-            from .security import apply_server
-
-            apply_server(sock, keypair)
 
     def _stop_auth(self) -> None:
         if self._auth is not None:
@@ -249,30 +253,38 @@ class Service:
         self.stop()
 
     # -- threads ------------------------------------------------------------------------------
-    def _receiver(self, sock) -> None:
+    def _poll_loop(self, sock, stop: threading.Event, on_readable: Callable[[], None], name: str) -> None:
+        """Call ``on_readable`` whenever ``sock`` has a message, until ``stop``; then close it."""
         import zmq
 
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         try:
-            while not self._stop_input.is_set():
-                if not poller.poll(100):
-                    continue
-                for _ in range(256):  # drain what is there, then look at the stop flag again
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    t_recv = time.perf_counter()
-                    parts = [f.buffer for f in frames]
-                    self.stats.incr("frames_in")
-                    key = bytes(parts[0]) if parts else b""
-                    for job in self.work.put(_Job(parts, t_recv), key=key):
-                        self._overloaded(job)
+            while not stop.is_set():
+                if poller.poll(100):
+                    on_readable()
         except Exception:  # pragma: no cover - a bug here must not kill the service silently
-            log.exception("receiver failed")
+            log.exception("%s failed", name)
         finally:
             sock.close(0)
+
+    def _receiver(self, sock) -> None:
+        import zmq
+
+        def receive() -> None:
+            for _ in range(256):  # drain what is there, then look at the stop flag again
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return
+                t_recv = time.perf_counter()
+                parts = [f.buffer for f in frames]
+                self.stats.incr("frames_in")
+                key = bytes(parts[0]) if parts else b""
+                for job in self.work.put(_Job(parts, t_recv), key=key):
+                    self._overloaded(job)
+
+        self._poll_loop(sock, self._stop_input, receive, "receiver")
 
     def _overloaded(self, job: _Job) -> None:
         ident = P.peek_ident(job.parts)
@@ -420,26 +432,19 @@ class Service:
     def _control(self, sock) -> None:
         import zmq
 
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        try:
-            while not self._stop_control.is_set():
-                if not poller.poll(100):
-                    continue
-                try:
-                    raw = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    continue
-                try:
-                    reply = handle_control(self, raw)
-                except Exception as exc:  # a REP socket must always answer
-                    log.exception("control request failed")
-                    reply = {"ok": False, "error": f"internal: {type(exc).__name__}: {exc}"}
-                sock.send(json.dumps(reply).encode("utf-8"))
-        except Exception:  # pragma: no cover
-            log.exception("control failed")
-        finally:
-            sock.close(0)
+        def answer() -> None:
+            try:
+                raw = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                reply = handle_control(self, raw)
+            except Exception as exc:  # a REP socket must always answer
+                log.exception("control request failed")
+                reply = {"ok": False, "error": f"internal: {type(exc).__name__}: {exc}"}
+            sock.send(json.dumps(reply).encode("utf-8"))
+
+        self._poll_loop(sock, self._stop_control, answer, "control")
 
     # -- state and commands ---------------------------------------------------------------------
     def snapshot(self) -> ServiceState:
