@@ -20,6 +20,10 @@ Threads and queues (every queue is bounded)::
   every result carries its ``camera``/``seq``.
 - Each socket is created, bound and connected in :meth:`Service.start` (so that errors surface
   there) and then used by exactly one thread.
+
+This module holds the sockets and threads; the rest has its own module: ``config`` (options),
+``bind_policy``, ``bundles`` (load, reload), ``work_queue``, ``stats``, ``state`` (the one snapshot
+that ``control``'s replies and ``metrics`` read) and ``logs``.
 """
 
 from __future__ import annotations
