@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sdk.errors import InputError
 from sdk.vocabulary import is_valid_name
 
 from . import protocol as P
@@ -122,12 +123,11 @@ class CameraSimulator:
             for i in range(total):
                 yield self._pool[i % len(self._pool)]
             return
-        from sdk.errors import InputError
         from sdk.imageio import read_image
 
         files = self._files()
         if not files:
-            raise ValueError(f"no images under {cfg.source}")
+            raise InputError(f"no images under {cfg.source}")
         truth = _folder_truth(files)
         i = 0
         while i < total:
@@ -161,7 +161,7 @@ class CameraSimulator:
             from .security import apply_client, load_keypair, load_public
 
             if not (cfg.curve_secret and cfg.curve_server_key):
-                raise ValueError("--curve-secret and --curve-server-key go together")
+                raise InputError("--curve-secret and --curve-server-key go together")
             apply_client(self._sock, load_keypair(cfg.curve_secret), load_public(cfg.curve_server_key))
         self._sock.bind(cfg.output)
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)

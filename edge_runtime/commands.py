@@ -134,7 +134,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .service import Service, ServiceConfig, parse_bundle_spec
+    from .config import ServiceConfig, parse_bundle_spec
+    from .service import Service
 
     _logging(args.log_level)
     cfg = ServiceConfig(bundles=[parse_bundle_spec(b) for b in args.bundle], input=args.input,

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .state import ServiceState
 
 log = logging.getLogger("robis_edge.metrics")
 
@@ -52,47 +54,44 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
-def render(service) -> str:
-    """The metrics of a :class:`~edge_runtime.service.Service` in Prometheus text format."""
-    st = service.stats
-    s = st.snapshot()
+def render(state: ServiceState) -> str:
+    """A service's snapshot (``Service.snapshot()``) in Prometheus text format."""
+    c = state.counters
     w = _Writer()
-    w.one("uptime_seconds", "gauge", "Seconds since the service started.", s["uptime_s"])
-    w.one("frames_in_total", "counter", "Frame messages received.", s["frames_in"])
-    w.one("frames_out_total", "counter", "Results published.", s["frames_out"])
+    w.one("uptime_seconds", "gauge", "Seconds since the service started.", c.uptime_s)
+    w.one("frames_in_total", "counter", "Frame messages received.", c.frames_in)
+    w.one("frames_out_total", "counter", "Results published.", c.frames_out)
     w.family("results_total", "counter", "Results published, by verdict.")
-    for verdict, n in s["results"].items():
+    for verdict, n in c.results.items():
         w.sample("results_total", n, verdict=verdict)
     w.family("errors_total", "counter", "Error results, by error code.")
-    for code, n in s["errors"].items():
+    for code, n in c.errors.items():
         w.sample("errors_total", n, code=code)
-    w.one("dropped_total", "counter", "Frames dropped by the overload policy.", s["dropped"])
-    w.one("results_lost_total", "counter", "Results that could not be published.", s["results_lost"])
-    w.one("auth_refused_total", "counter", "Peers refused by CURVE authentication.", s["auth_refused"])
-    w.one("in_flight", "gauge", "Frames being inspected now.", s["in_flight"])
-    w.one("queue_depth", "gauge", "Frames waiting for a worker.", len(service.work))
-    w.one("queue_capacity", "gauge", "Capacity of the work queue (--queue-size).", service.config.queue_size)
-    w.one("publish_queue_depth", "gauge", "Results waiting for the publisher.", service.out.qsize())
-    w.one("workers", "gauge", "Pipeline threads (--workers).", service.config.workers)
-    w.one("subscribers", "gauge", "Result subscriptions on the output socket.", service.subscribers)
-    if st.last_result:
+    w.one("dropped_total", "counter", "Frames dropped by the overload policy.", c.dropped)
+    w.one("results_lost_total", "counter", "Results that could not be published.", c.results_lost)
+    w.one("auth_refused_total", "counter", "Peers refused by CURVE authentication.", c.auth_refused)
+    w.one("in_flight", "gauge", "Frames being inspected now.", c.in_flight)
+    w.one("queue_depth", "gauge", "Frames waiting for a worker.", state.queue_depth)
+    w.one("queue_capacity", "gauge", "Capacity of the work queue (--queue-size).", state.queue_capacity)
+    w.one("publish_queue_depth", "gauge", "Results waiting for the publisher.", state.publish_depth)
+    w.one("workers", "gauge", "Pipeline threads (--workers).", state.workers)
+    w.one("subscribers", "gauge", "Result subscriptions on the output socket.", state.subscribers)
+    if c.last_result_age_s is not None:
         w.one("last_result_age_seconds", "gauge", "Seconds since the last result was published.",
-              round(time.time() - st.last_result, 3))
+              c.last_result_age_s)
     w.family("bundle_info", "gauge", "Loaded bundles (value 1), by product.")
-    for name, e in service.entries.items():
-        w.sample("bundle_info", 1, product=name, bundle=e.model["bundle"], hash=e.model["hash"],
-                 default=str(name == service.default).lower())
-    summary = st.latency_summary()
+    for b in state.bundles:
+        w.sample("bundle_info", 1, product=b.product, bundle=b.model["bundle"], hash=b.model["hash"],
+                 default=str(b.default).lower())
     w.family("latency_seconds", "summary", "Per-stage latency (quantiles over the last 2048 inspected "
              "frames; sum and count since start).")
-    for stage, (qs, total_ms, count) in summary.items():
+    for stage, (qs, total_ms, count) in c.latency_summary().items():
         for q, v in qs.items():
             w.sample("latency_seconds", round(v / 1000.0, 6), stage=stage, quantile=q)
         w.sample("latency_seconds_sum", round(total_ms / 1000.0, 6), stage=stage)
         w.sample("latency_seconds_count", count, stage=stage)
-    rec = service.recorder
-    if rec is not None:
-        r = rec.stats()
+    r = state.recording
+    if r is not None:
         w.one("record_written_total", "counter", "Records written by --record.", r["recorded"])
         w.one("record_dropped_total", "counter", "Records dropped because the recorder queue was full.",
               r["dropped"])
@@ -105,11 +104,11 @@ def render(service) -> str:
 
 
 class MetricsServer:
-    """``/metrics`` of a service on ``host:port`` (port 0: any free port; see ``url``)."""
+    """``/metrics`` on ``host:port`` (port 0: any free port; see ``url``), rendered from
+    ``snapshot()`` (a service's ``Service.snapshot``) on each scrape."""
 
-    def __init__(self, service, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.service = service
-        svc = service
+    def __init__(self, snapshot: Callable[[], ServiceState], host: str = "127.0.0.1", port: int = 0) -> None:
+        self.snapshot = snapshot
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "robis-edge-metrics"
@@ -119,7 +118,7 @@ class MetricsServer:
                     self.send_error(404, "only /metrics is served here")
                     return
                 try:
-                    body = render(svc).encode("utf-8")
+                    body = render(snapshot()).encode("utf-8")
                 except Exception as exc:  # pragma: no cover - a scrape must not kill the thread
                     log.exception("cannot render metrics")
                     self.send_error(500, f"{type(exc).__name__}: {exc}")

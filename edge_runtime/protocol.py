@@ -20,14 +20,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sdk.vocabulary import is_valid_name
+from sdk.errors import RobisError
+from sdk.vocabulary import COLORS, is_valid_name
 
 VERSION = 1
 FRAME_PREFIX = b"frame."
 RESULT_PREFIX = b"result."
 ENCODINGS = ("raw", "png", "jpeg")
 DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2")}  # raw uint16 is little-endian
-COLORS = ("gray", "bgr", "rgb")
 VERDICTS = ("pass", "fail", "error")
 ERROR_CODES = ("bad_header", "unsupported_encoding", "size_mismatch", "decode_failed", "unknown_product",
                "overloaded", "internal")
@@ -36,8 +36,11 @@ MAX_TOPIC_BYTES = 256
 DEFAULT_MAX_PAYLOAD = 128 * 1024 * 1024
 
 
-class ProtocolError(Exception):
-    """A message that does not follow the protocol. ``code`` is the result's ``error.code``."""
+class ProtocolError(RobisError):
+    """A message that does not follow the protocol. ``code`` (one of :data:`ERROR_CODES`, given to
+    each error) is the result's ``error.code``."""
+
+    code = "bad_header"  # the class's own; every instance is given its code
 
     def __init__(self, code: str, message: str, ident: dict | None = None) -> None:
         assert code in ERROR_CODES, code

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from sdk.errors import RobisError
 
+from .logs import CountedLog
+
 log = logging.getLogger("robis_edge.auth")
 
 
 class CurveKeyError(RobisError):
-    """A key file that cannot be used."""
+    """A key file that cannot be used, or CURVE that cannot be set up as asked."""
 
     code = "keys"
 
@@ -76,6 +77,24 @@ def count_public_keys(folder: str | os.PathLike) -> int:
     return sum(1 for f in p.glob("*.key"))
 
 
+def server_keypair(secret: str | os.PathLike | None,
+                   allow: str | os.PathLike | None) -> tuple[bytes, bytes] | None:
+    """serve's key pair from ``--curve-secret`` (None without it), once ``--curve-allow`` is known to
+    hold public keys."""
+    if not secret:
+        if allow:
+            raise CurveKeyError("--curve-allow needs --curve-secret (the server key pair)")
+        return None
+    import zmq
+
+    if not zmq.has("curve"):
+        raise CurveKeyError("this libzmq has no CURVE support")
+    keypair = load_keypair(secret)
+    if allow and count_public_keys(allow) == 0:
+        raise CurveKeyError(f"--curve-allow {allow}: no public key files (*.key) in it")
+    return keypair
+
+
 def apply_server(sock, keypair: tuple[bytes, bytes]) -> None:
     """CURVE server options; set before bind/connect."""
     sock.curve_publickey, sock.curve_secretkey = keypair
@@ -108,17 +127,7 @@ def start_authenticator(ctx, allow_dir: str | os.PathLike | None, on_refused: Ca
     return auth
 
 
-class RefusalLog:
+def refusal_log() -> CountedLog:
     """Logs the first refusals, then one line per 100: a client retrying every 100 ms must not
     flood the log."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, text: str) -> None:
-        with self._lock:
-            self.n += 1
-            n = self.n
-        if n <= 10 or n % 100 == 0:
-            log.warning("CURVE peer refused (%d so far): %s", n, text)
+    return CountedLog(log, "CURVE peer refused (%d so far): %s", first=10, every=100)

@@ -20,269 +20,36 @@ Threads and queues (every queue is bounded)::
   every result carries its ``camera``/``seq``.
 - Each socket is created, bound and connected in :meth:`Service.start` (so that errors surface
   there) and then used by exactly one thread.
+
+This module holds the sockets and threads; the rest has its own module: ``config`` (options),
+``bind_policy``, ``bundles`` (load, reload), ``work_queue``, ``stats``, ``state`` (the one snapshot
+that ``control``'s replies and ``metrics`` read) and ``logs``.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import queue
 import threading
 import time
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from sdk.errors import InputError, RobisError
-from sdk.vocabulary import parse_product_bundle
+from sdk.errors import InputError
 
 from . import protocol as P
+from .bind_policy import check_bind_addresses
+from .bundles import LoadedBundle, calibration_json, load_bundles, reload_calibrations
+from .config import ServiceConfig, ServiceError
+from .control import handle_control
+from .logs import RateLimitedLog
+from .security import CurveKeyError, apply_server, refusal_log, server_keypair, start_authenticator
+from .state import BundleState, ServiceState
+from .stats import Stats
+from .work_queue import CLOSED, WorkQueue
 
 log = logging.getLogger("robis_edge.serve")
-
-POLICIES = ("latest", "queue")
-_CLOSED = object()
-
-
-class ServiceError(RobisError):
-    """The service cannot start as configured (address in use, bad bundle list...)."""
-
-    code = "service"
-
-
-# -- bounded work queue with an overload policy ------------------------------------------------
-class WorkQueue:
-    """Frames waiting for a worker. Bounded; ``put`` never blocks and returns what it dropped.
-
-    - ``queue``: FIFO of at most ``maxsize`` frames; when full, the oldest waiting frame is dropped.
-    - ``latest``: as ``queue``, and a new frame from a camera (same ``key``) replaces that camera's
-      frame still waiting: workers always get the newest picture of each camera.
-    """
-
-    def __init__(self, maxsize: int, policy: str) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"overload policy must be one of {POLICIES}, got {policy!r}")
-        if maxsize < 1:
-            raise ValueError("queue size must be at least 1")
-        self.maxsize, self.policy = int(maxsize), policy
-        self._items: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, item: Any, key: Any = None) -> list:
-        dropped = []
-        with self._cond:
-            if self._closed:
-                return [item]
-            if self.policy == "latest":
-                stale = [(k, it) for k, it in self._items if k == key]
-                for entry in stale:
-                    self._items.remove(entry)
-                    dropped.append(entry[1])
-            while len(self._items) >= self.maxsize:
-                dropped.append(self._items.popleft()[1])
-            self._items.append((key, item))
-            self._cond.notify()
-        return dropped
-
-    def get(self, timeout: float | None = None) -> Any:
-        """The oldest waiting item; None on timeout; ``_CLOSED`` once closed and empty."""
-        with self._cond:
-            if not self._items and not self._closed:
-                self._cond.wait(timeout)
-            if self._items:
-                return self._items.popleft()[1]
-            return _CLOSED if self._closed else None
-
-    def close(self) -> None:
-        """No more puts; getters drain what is left, then see ``_CLOSED``."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-
-# -- statistics -----------------------------------------------------------------------------------
-class Stats:
-    """Counters and latency windows, thread-safe. Percentiles over the last ``window`` frames."""
-
-    STAGES = ("queue_wait", "decode", "preprocess", "infer", "merge", "binarize", "refine", "regions",
-              "pipeline", "encode", "total", "end_to_end")
-
-    def __init__(self, window: int = 2048) -> None:
-        self._lock = threading.Lock()
-        self.started = time.time()
-        self.frames_in = 0
-        self.frames_out = 0
-        self.results = {v: 0 for v in P.VERDICTS}
-        self.errors = {c: 0 for c in P.ERROR_CODES}
-        self.dropped = 0  # frames dropped by the overload policy (each got an `overloaded` result)
-        self.results_lost = 0  # results that could not even be queued for publishing
-        self.in_flight = 0
-        self.last_result = 0.0
-        self._lat = {s: collections.deque(maxlen=window) for s in self.STAGES}
-        self._lat_sum = {s: 0.0 for s in self.STAGES}  # since start (Prometheus summaries)
-        self._lat_count = {s: 0 for s in self.STAGES}
-        self.auth_refused = 0  # CURVE peers refused by the authenticator
-        self._out_times: collections.deque = collections.deque(maxlen=256)
-
-    def incr(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + n)
-
-    def error(self, code: str) -> None:
-        with self._lock:
-            self.errors[code] += 1
-
-    def published(self, verdict: str, timings: dict | None) -> None:
-        now = time.time()
-        with self._lock:
-            self.frames_out += 1
-            self.results[verdict] += 1
-            self.last_result = now
-            self._out_times.append(now)
-            if timings and verdict != "error":
-                for k, v in timings.items():
-                    if k in self._lat:
-                        self._lat[k].append(v)
-                        self._lat_sum[k] += v
-                        self._lat_count[k] += 1
-
-    def latency_summary(self, quantiles=(0.5, 0.9, 0.99)) -> dict:
-        """Per stage: ({quantile: ms over the window}, sum of ms since start, count since start)."""
-        import numpy as np
-
-        with self._lock:
-            lat = {k: list(v) for k, v in self._lat.items() if v}
-            sums, counts = dict(self._lat_sum), dict(self._lat_count)
-        return {k: ({q: float(np.quantile(v, q)) for q in quantiles}, sums[k], counts[k])
-                for k, v in lat.items()}
-
-    def snapshot(self) -> dict:
-        import numpy as np
-
-        with self._lock:
-            lat = {k: list(v) for k, v in self._lat.items() if v}
-            times = list(self._out_times)
-            d = {"uptime_s": round(time.time() - self.started, 3), "frames_in": self.frames_in,
-                 "frames_out": self.frames_out, "results": dict(self.results), "errors": dict(self.errors),
-                 "dropped": self.dropped, "results_lost": self.results_lost, "in_flight": self.in_flight,
-                 "auth_refused": self.auth_refused}
-        d["latency_ms"] = {k: {"p50": round(float(np.percentile(v, 50)), 3),
-                               "p99": round(float(np.percentile(v, 99)), 3), "n": len(v)}
-                           for k, v in lat.items()}
-        d["results_per_s"] = (round((len(times) - 1) / (times[-1] - times[0]), 3)
-                              if len(times) > 1 and times[-1] > times[0] else None)
-        return d
-
-
-class _RateLimitedLog:
-    """At most ``per_s`` log lines per second and key; the rest are counted and reported later."""
-
-    def __init__(self, per_s: int = 10) -> None:
-        self.per_s = per_s
-        self._state: dict[str, list] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, level: int, key: str, msg: str, *args) -> None:
-        now = time.monotonic()
-        with self._lock:
-            st = self._state.setdefault(key, [now, 0, 0])  # window start, lines in window, suppressed
-            if now - st[0] >= 1.0:
-                if st[2]:
-                    log.log(level, "%d more %s message(s) suppressed in the last second", st[2], key)
-                st[:] = [now, 0, 0]
-            if st[1] >= self.per_s:
-                st[2] += 1
-                return
-            st[1] += 1
-        log.log(level, msg, *args)
-
-
-# -- configuration and bundles ------------------------------------------------------------------
-@dataclass
-class ServiceConfig:
-    bundles: list[tuple[str | None, str]]  # (product name or None: the bundle's own name, path)
-    input: str
-    output: str
-    control: str | None = None
-    input_mode: str = "sub"
-    workers: int = 2
-    queue_size: int = 8
-    policy: str = "queue"
-    max_payload_mb: float = 128.0
-    backend: str = "auto"
-    threads: int | None = None
-    mask_scale: float | None = None
-    drain_timeout_s: float = 30.0
-    rcvhwm: int = 64
-    record_dir: str | None = None  # --record: frames/masks/results of chosen verdicts (recorder.py)
-    record_quota_mb: float = 1024.0
-    record_what: str = "fail"
-    record_queue: int = 32
-    metrics_port: int | None = None  # --metrics-port: Prometheus /metrics over HTTP (metrics.py)
-    metrics_host: str = "127.0.0.1"
-    allow_remote: bool = False  # bind non-loopback addresses only when this is set
-    curve_secret: str | None = None  # --curve-secret: the server key pair (security.py)
-    curve_allow: str | None = None  # --curve-allow: folder of allowed client public keys (*.key)
-    extra: dict = field(default_factory=dict)
-
-
-def is_loopback_endpoint(addr: str) -> bool:
-    """True for ``tcp://127.x.y.z:port``, ``tcp://localhost:port``, ``tcp://[::1]:port``, ``ipc://``
-    and ``inproc://`` endpoints: nothing outside this host can reach them."""
-    import ipaddress
-
-    if addr.startswith(("ipc://", "inproc://")):
-        return True
-    if not addr.startswith("tcp://"):
-        return False
-    host = addr[len("tcp://"):].rsplit(":", 1)[0]
-    if ";" in host:  # tcp://source;dest: the bound side is the destination
-        host = host.split(";", 1)[1]
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # an interface name or '*'
-        return False
-
-
-def check_bind_addresses(cfg: ServiceConfig) -> None:
-    """Refuse to bind anything but loopback unless ``allow_remote`` (``--allow-remote``)."""
-    if cfg.allow_remote:
-        return
-    bound = [("--output", cfg.output), ("--control", cfg.control)]
-    if cfg.metrics_port is not None:
-        bound.append(("--metrics-host", f"tcp://{cfg.metrics_host}:{cfg.metrics_port}"))
-    for opt, addr in bound:
-        if addr and not is_loopback_endpoint(addr):
-            raise ServiceError(f"{opt} {addr} is not a loopback address: serve binds to 127.0.0.1 by "
-                               "default; pass --allow-remote to accept connections from other hosts "
-                               "(and consider --curve-secret/--curve-allow)")
-
-
-def parse_bundle_spec(spec: str) -> tuple[str | None, str]:
-    """``PATH`` or ``PRODUCT=PATH`` (``sdk.vocabulary.parse_product_bundle``)."""
-    try:
-        return parse_product_bundle(spec, path_exists=lambda s: Path(s).exists())
-    except ValueError as exc:
-        raise ServiceError(str(exc)) from None
-
-
-@dataclass
-class _Entry:
-    product: str
-    root: Path
-    inspector: Any
-    model: dict
-    sha256: str
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -306,24 +73,17 @@ class Service:
 
     def __init__(self, config: ServiceConfig) -> None:
         cfg = config
-        if cfg.input_mode not in ("sub", "pull"):
-            raise ServiceError(f"--input-mode must be sub or pull, got {cfg.input_mode!r}")
-        if cfg.policy not in POLICIES:
-            raise ServiceError(f"--overload must be one of {', '.join(POLICIES)}, got {cfg.policy!r}")
-        if cfg.workers < 1 or cfg.queue_size < 1:
-            raise ServiceError("--workers and --queue-size must be at least 1")
-        if not cfg.bundles:
-            raise ServiceError("give at least one --bundle")
+        cfg.check()
         self.config = cfg
         self.max_payload = int(cfg.max_payload_mb * 1024 * 1024)
         self.stats = Stats()
-        self.entries: dict[str, _Entry] = {}
+        self.entries: dict[str, LoadedBundle] = {}
         self.default: str | None = None
         self.work = WorkQueue(cfg.queue_size, cfg.policy)
         self.out: queue.Queue = queue.Queue(maxsize=cfg.queue_size + 2 * cfg.workers + 64)
         self.endpoints: dict[str, str | None] = {}
         self.subscribers = 0
-        self._ratelog = _RateLimitedLog()
+        self._ratelog = RateLimitedLog(log)
         self._stop_input = threading.Event()
         self._stop_publisher = threading.Event()
         self._stop_control = threading.Event()
@@ -354,47 +114,18 @@ class Service:
                 raise ServiceError(f"--record {cfg.record_dir}: {exc}") from exc
         self._ctx = ctx = zmq.Context()
         if keypair is not None:
-            from .security import RefusalLog, start_authenticator
-
-            refused_log = RefusalLog()
+            refused_log = refusal_log()
 
             def refused(text: str) -> None:
                 self.stats.incr("auth_refused")
                 refused_log(text)
 
             self._auth = start_authenticator(ctx, cfg.curve_allow, refused)
-        socks = []
+        socks: list = []
         try:
-            inp = ctx.socket(zmq.SUB if cfg.input_mode == "sub" else zmq.PULL)
-            socks.append(inp)
-            self._secure(inp, keypair)
-            inp.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
-            inp.setsockopt(zmq.LINGER, 0)
-            if cfg.input_mode == "sub":
-                inp.setsockopt(zmq.SUBSCRIBE, P.FRAME_PREFIX)
-            inp.connect(cfg.input)
-            self.endpoints["input"] = cfg.input
-            out = ctx.socket(zmq.XPUB)
-            socks.append(out)
-            self._secure(out, keypair)
-            out.setsockopt(zmq.XPUB_VERBOSER, 1)
-            out.setsockopt(zmq.SNDHWM, 1000)
-            out.setsockopt(zmq.LINGER, 2000)
-            out.bind(cfg.output)
-            self.endpoints["output"] = out.getsockopt_string(zmq.LAST_ENDPOINT)
-            ctl = None
-            if cfg.control:
-                ctl = ctx.socket(zmq.REP)
-                socks.append(ctl)
-                self._secure(ctl, keypair)
-                ctl.setsockopt(zmq.LINGER, 0)
-                ctl.bind(cfg.control)
-                self.endpoints["control"] = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
+            inp, out, ctl = self._open_sockets(ctx, keypair, socks)
         except zmq.ZMQError as exc:
-            for s in socks:
-                s.close(0)
-            self._stop_auth()
-            ctx.term()
+            self._abort_start(ctx, socks)
             raise ServiceError(f"cannot open the sockets (input {cfg.input}, output {cfg.output}, "
                                f"control {cfg.control}): {exc}") from exc
         self._threads = [threading.Thread(target=self._receiver, args=(inp,), name="serve-receiver",
@@ -410,12 +141,9 @@ class Service:
             from .metrics import MetricsServer
 
             try:
-                self.metrics = MetricsServer(self, cfg.metrics_host, cfg.metrics_port).start()
+                self.metrics = MetricsServer(self.snapshot, cfg.metrics_host, cfg.metrics_port).start()
             except OSError as exc:
-                for s in socks:
-                    s.close(0)
-                self._stop_auth()
-                ctx.term()
+                self._abort_start(ctx, socks)
                 raise ServiceError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}") \
                     from exc
             self.endpoints["metrics"] = self.metrics.url
@@ -426,34 +154,57 @@ class Service:
                  self.endpoints.get("control"), cfg.workers, cfg.policy, cfg.queue_size)
         return self
 
-    def _curve_keys(self) -> tuple[bytes, bytes] | None:
-        cfg = self.config
-        if not cfg.curve_secret:
-            if cfg.curve_allow:
-                raise ServiceError("--curve-allow needs --curve-secret (the server key pair)")
-            return None
+    def _open_sockets(self, ctx, keypair: tuple[bytes, bytes] | None, opened: list) -> tuple:
+        """(input, output, control or None), each secured, connected or bound; appended to ``opened``
+        as they are created, so that the caller can close them when one fails."""
         import zmq
 
-        from .security import CurveKeyError, count_public_keys, load_keypair
+        cfg = self.config
 
-        if not zmq.has("curve"):
-            raise ServiceError("this libzmq has no CURVE support")
+        def new(kind: int):
+            sock = ctx.socket(kind)
+            opened.append(sock)
+            if keypair is not None:
+                apply_server(sock, keypair)
+            return sock
+
+        inp = new(zmq.SUB if cfg.input_mode == "sub" else zmq.PULL)
+        inp.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+        inp.setsockopt(zmq.LINGER, 0)
+        if cfg.input_mode == "sub":
+            inp.setsockopt(zmq.SUBSCRIBE, P.FRAME_PREFIX)
+        inp.connect(cfg.input)
+        self.endpoints["input"] = cfg.input
+        out = new(zmq.XPUB)
+        out.setsockopt(zmq.XPUB_VERBOSER, 1)
+        out.setsockopt(zmq.SNDHWM, 1000)
+        out.setsockopt(zmq.LINGER, 2000)
+        out.bind(cfg.output)
+        self.endpoints["output"] = out.getsockopt_string(zmq.LAST_ENDPOINT)
+        ctl = None
+        if cfg.control:
+            ctl = new(zmq.REP)
+            ctl.setsockopt(zmq.LINGER, 0)
+            ctl.bind(cfg.control)
+            self.endpoints["control"] = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
+        return inp, out, ctl
+
+    def _abort_start(self, ctx, socks: list) -> None:
+        """Undo a start that failed half-way: close the sockets, the authenticator and the context."""
+        for sock in socks:
+            sock.close(0)
+        self._stop_auth()
+        ctx.term()
+
+    def _curve_keys(self) -> tuple[bytes, bytes] | None:
+        cfg = self.config
         try:
-            keypair = load_keypair(cfg.curve_secret)
-            if cfg.curve_allow and count_public_keys(cfg.curve_allow) == 0:
-                raise CurveKeyError(f"--curve-allow {cfg.curve_allow}: no public key files (*.key) in it")
+            keypair = server_keypair(cfg.curve_secret, cfg.curve_allow)
         except CurveKeyError as exc:
             raise ServiceError(str(exc)) from exc
-        if not cfg.curve_allow:
+        if keypair is not None and not cfg.curve_allow:
             log.warning("CURVE without --curve-allow: traffic is encrypted, but any client key is accepted")
         return keypair
-
-    @staticmethod
-    def _secure(sock, keypair) -> None:
-        if keypair is not None:
-            from .security import apply_server
-
-            apply_server(sock, keypair)
 
     def _stop_auth(self) -> None:
         if self._auth is not None:
@@ -461,26 +212,9 @@ class Service:
             self._auth = None
 
     def _load_bundles(self) -> None:
-        from sdk import Bundle, Inspector
-
-        for product, path in self.config.bundles:
-            bundle = Bundle.load(path)
-            name = product or bundle.name
-            if name in self.entries:
-                raise ServiceError(f"two bundles answer to product {name!r}; name them with "
-                                   "--bundle PRODUCT=PATH")
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                insp = Inspector(bundle, backend=self.config.backend, threads=self.config.threads,
-                                 mask_scale=self.config.mask_scale)
-            for w in caught:
-                log.warning("bundle %s: %s", name, w.message)
-            d = insp.describe()
-            log.info("bundle %s (%s, model %s) on %s/%s %s (%s); scope %s", name, bundle.name,
-                     d["model_sha256"], d["backend"], d["provider"], d["precision"], d["reason"], d["scope"])
-            model = {"bundle": bundle.name, "hash": d["model_sha256"]}
-            self.entries[name] = _Entry(name, bundle.root, insp, model, bundle.model_sha256)
-            self.default = self.default or name
+        cfg = self.config
+        self.entries = load_bundles(cfg.bundles, cfg.backend, cfg.threads, cfg.mask_scale)
+        self.default = next(iter(self.entries))
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop reading, finish and publish every frame already received, close. True when drained."""
@@ -523,30 +257,38 @@ class Service:
         self.stop()
 
     # -- threads ------------------------------------------------------------------------------
-    def _receiver(self, sock) -> None:
+    def _poll_loop(self, sock, stop: threading.Event, on_readable: Callable[[], None], name: str) -> None:
+        """Call ``on_readable`` whenever ``sock`` has a message, until ``stop``; then close it."""
         import zmq
 
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         try:
-            while not self._stop_input.is_set():
-                if not poller.poll(100):
-                    continue
-                for _ in range(256):  # drain what is there, then look at the stop flag again
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    t_recv = time.perf_counter()
-                    parts = [f.buffer for f in frames]
-                    self.stats.incr("frames_in")
-                    key = bytes(parts[0]) if parts else b""
-                    for job in self.work.put(_Job(parts, t_recv), key=key):
-                        self._overloaded(job)
+            while not stop.is_set():
+                if poller.poll(100):
+                    on_readable()
         except Exception:  # pragma: no cover - a bug here must not kill the service silently
-            log.exception("receiver failed")
+            log.exception("%s failed", name)
         finally:
             sock.close(0)
+
+    def _receiver(self, sock) -> None:
+        import zmq
+
+        def receive() -> None:
+            for _ in range(256):  # drain what is there, then look at the stop flag again
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return
+                t_recv = time.perf_counter()
+                parts = [f.buffer for f in frames]
+                self.stats.incr("frames_in")
+                key = bytes(parts[0]) if parts else b""
+                for job in self.work.put(_Job(parts, t_recv), key=key):
+                    self._overloaded(job)
+
+        self._poll_loop(sock, self._stop_input, receive, "receiver")
 
     def _overloaded(self, job: _Job) -> None:
         ident = P.peek_ident(job.parts)
@@ -559,7 +301,7 @@ class Service:
     def _worker(self) -> None:
         while True:
             job = self.work.get(timeout=0.5)
-            if job is _CLOSED:
+            if job is CLOSED:
                 return
             if job is None:
                 continue
@@ -616,7 +358,7 @@ class Service:
             self._error(ident, "internal", f"{type(exc).__name__}: {exc}", model, timings, job.t_recv,
                         job=job)
 
-    def _select(self, header: P.FrameHeader) -> _Entry:
+    def _select(self, header: P.FrameHeader) -> LoadedBundle:
         if header.product is None:
             return self.entries[self.default]
         entry = self.entries.get(header.product)
@@ -694,103 +436,36 @@ class Service:
     def _control(self, sock) -> None:
         import zmq
 
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        try:
-            while not self._stop_control.is_set():
-                if not poller.poll(100):
-                    continue
-                try:
-                    raw = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    continue
-                try:
-                    reply = self.handle_control(raw)
-                except Exception as exc:  # a REP socket must always answer
-                    log.exception("control request failed")
-                    reply = {"ok": False, "error": f"internal: {type(exc).__name__}: {exc}"}
-                sock.send(json.dumps(reply).encode("utf-8"))
-        except Exception:  # pragma: no cover
-            log.exception("control failed")
-        finally:
-            sock.close(0)
+        def answer() -> None:
+            try:
+                raw = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                reply = handle_control(self, raw)
+            except Exception as exc:  # a REP socket must always answer
+                log.exception("control request failed")
+                reply = {"ok": False, "error": f"internal: {type(exc).__name__}: {exc}"}
+            sock.send(json.dumps(reply).encode("utf-8"))
 
-    # -- control commands -----------------------------------------------------------------------
-    def handle_control(self, raw: bytes) -> dict:
-        try:
-            req = json.loads(bytes(raw).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return {"ok": False, "error": "request must be a UTF-8 JSON object like {\"cmd\": \"health\"}"}
-        cmd = req.get("cmd") if isinstance(req, dict) else None
-        if cmd == "health":
-            return self.health()
-        if cmd == "stats":
-            return self.stats_report()
-        if cmd == "reload":
-            product = req.get("product")
-            return self.reload(product if isinstance(product, str) else None)
-        return {"ok": False, "error": f"unknown cmd {cmd!r}; use health, stats or reload"}
+        self._poll_loop(sock, self._stop_control, answer, "control")
 
-    def health(self) -> dict:
-        s = self.stats
-        return {"ok": True, "status": "stopping" if self._stopping else "running",
-                "uptime_s": round(time.time() - s.started, 3), "bundles": list(self.entries),
-                "default": self.default, "frames_in": s.frames_in, "frames_out": s.frames_out,
-                "queue_depth": len(self.work), "subscribers": self.subscribers,
-                "last_result_age_s": round(time.time() - s.last_result, 3) if s.last_result else None}
-
-    def stats_report(self) -> dict:
-        d = {"ok": True, **self.stats.snapshot()}
-        d["queue"] = {"depth": len(self.work), "capacity": self.config.queue_size,
-                      "policy": self.config.policy, "publish_depth": self.out.qsize(),
-                      "workers": self.config.workers}
-        d["subscribers"] = self.subscribers
-        d["endpoints"] = dict(self.endpoints)
-        if self.recorder is not None:
-            d["recording"] = self.recorder.stats()
-        bundles = {}
-        for name, e in self.entries.items():
-            info = e.inspector.describe()
-            cal = e.inspector.calibration
-            info["default"] = name == self.default
-            info["calibration"] = None if cal is None else {"created": cal.created, "n_images": cal.n_images,
-                                                            "source": cal.source}
-            bundles[name] = info
-        d["bundles"] = bundles
-        return d
+    # -- state and commands ---------------------------------------------------------------------
+    def snapshot(self) -> ServiceState:
+        """One copy of the service's state: what ``health``, ``stats`` and ``/metrics`` report."""
+        cfg = self.config
+        bundles = tuple(BundleState(name, dict(e.model), e.inspector.describe(),
+                                    calibration_json(e.inspector.calibration), name == self.default)
+                        for name, e in self.entries.items())
+        return ServiceState(
+            status="stopping" if self._stopping else "running", counters=self.stats.counters(),
+            queue_depth=len(self.work), queue_capacity=cfg.queue_size, policy=cfg.policy,
+            publish_depth=self.out.qsize(), workers=cfg.workers, subscribers=self.subscribers,
+            endpoints=dict(self.endpoints), bundles=bundles, default=self.default,
+            recording=None if self.recorder is None else self.recorder.stats())
 
     def reload(self, product: str | None = None) -> dict:
-        """Re-read each bundle's calibration from its bundle.json and use it from the next frame on."""
-        from sdk import Bundle
-
+        """Re-read each bundle's calibration (or ``product``'s) and use it from the next frame on."""
         names = list(self.entries) if product is None else [product]
-        out, ok = {}, True
         with self._reload_lock:
-            for name in names:
-                e = self.entries.get(name)
-                if e is None:
-                    out[name] = {"ok": False, "message": f"no bundle {name!r} is loaded"}
-                    ok = False
-                    continue
-                try:
-                    b = Bundle.load(e.root)
-                    if b.model_sha256 != e.sha256:
-                        raise ServiceError("the model file changed on disk; its calibration belongs to the "
-                                           "new model: restart the service to load both")
-                    if e.inspector.scope != "calibrated":
-                        raise ServiceError(f"this bundle runs the {e.inspector.scope!r} scope (it was not "
-                                           "calibrated at start); restart the service to use a calibration")
-                    cal = b.calibration
-                    if cal is None or cal.norm is None:
-                        raise ServiceError("bundle.json has no (complete) calibration")
-                    changed = cal != e.inspector.calibration
-                    e.inspector.set_calibration(cal)
-                    out[name] = {"ok": True, "changed": changed, "calibration": {
-                        "created": cal.created, "n_images": cal.n_images, "source": cal.source}}
-                    log.info("reload %s: calibration %s (%s)", name, "updated" if changed else "unchanged",
-                             cal.created)
-                except RobisError as exc:
-                    ok = False
-                    out[name] = {"ok": False, "message": str(exc)}
-                    log.error("reload %s failed: %s", name, exc)
-        return {"ok": ok, "bundles": out}
+            return reload_calibrations(self.entries, names)

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_runtime import protocol as P
     from edge_runtime.camera import CameraConfig, CameraSimulator
-    from edge_runtime.service import Service, ServiceConfig
+    from edge_runtime.config import ServiceConfig
+    from edge_runtime.service import Service
     from sdk import Bundle
     from sdk.imageio import write_png
     from sdk.synthetic import SCENES

@@ -18,7 +18,8 @@ zmq = pytest.importorskip("zmq")
 
 from edge_runtime import protocol as P  # noqa: E402
 from edge_runtime.camera import CameraConfig, CameraSimulator  # noqa: E402
-from edge_runtime.service import Service, ServiceConfig  # noqa: E402
+from edge_runtime.config import ServiceConfig  # noqa: E402
+from edge_runtime.service import Service  # noqa: E402
 from sdk.imageio import write_png  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,13 +18,10 @@ import pytest
 zmq = pytest.importorskip("zmq")
 
 from edge_runtime import protocol as P  # noqa: E402
+from edge_runtime.bind_policy import is_loopback_endpoint  # noqa: E402
+from edge_runtime.config import ServiceConfig, ServiceError  # noqa: E402
 from edge_runtime.recorder import Recorder, wanted  # noqa: E402
-from edge_runtime.service import (  # noqa: E402
-    Service,
-    ServiceConfig,
-    ServiceError,
-    is_loopback_endpoint,
-)
+from edge_runtime.service import Service  # noqa: E402
 from sdk.synthetic import make_frames  # noqa: E402
 
 FRAMES = [f.image for f in make_frames(2, 160, 200, defect_rate=0.5, seed=5)]

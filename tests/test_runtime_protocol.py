@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_runtime import protocol as P
-from edge_runtime.service import _CLOSED, WorkQueue
+from edge_runtime.work_queue import CLOSED, WorkQueue
 
 RESULT_KEYS = {"v", "camera", "seq", "ts_ns", "verdict", "score", "regions", "mask", "timings_ms", "model",
                "error"}
@@ -251,7 +251,7 @@ def test_closed_queue_drains_then_reports_closed():
     q.close()
     assert q.put(2) == [2]  # refused after close: the caller answers it
     assert q.get(0) == 1
-    assert q.get(0) is _CLOSED
+    assert q.get(0) is CLOSED
     with pytest.raises(ValueError):
         WorkQueue(0, "queue")
     with pytest.raises(ValueError):

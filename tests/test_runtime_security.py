@@ -17,8 +17,9 @@ if not zmq.has("curve"):  # pragma: no cover
 from edge_runtime import commands  # noqa: E402
 from edge_runtime import protocol as P  # noqa: E402
 from edge_runtime.camera import CameraConfig, CameraSimulator  # noqa: E402
+from edge_runtime.config import ServiceConfig, ServiceError  # noqa: E402
 from edge_runtime.security import apply_client, load_keypair, load_public  # noqa: E402
-from edge_runtime.service import Service, ServiceConfig, ServiceError  # noqa: E402
+from edge_runtime.service import Service  # noqa: E402
 from sdk.synthetic import make_frames  # noqa: E402
 
 
