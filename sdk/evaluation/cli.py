@@ -74,7 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import EvalConfig, evaluate, format_table, parse_bundle_specs
+    from .bundle_specs import parse_bundle_specs
+    from .config import EvalConfig
+    from .evaluate import evaluate
+    from .summary import format_table
 
     if args.report:
         from .report import require_matplotlib
