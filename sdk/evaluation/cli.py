@@ -103,7 +103,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_table, parse_frame_size, run_bench
+    from ..geometry import parse_frame_size
+    from .bench import format_table, run_bench
 
     sizes = [parse_frame_size(s) for s in args.frame_size]
     res = run_bench(args.bundle, sizes, backend=args.backend, frames=args.frames, warmup=args.warmup,
