@@ -13,6 +13,7 @@ reference merges with a 230-pixel quarter-resolution step, see docs/geometry.md)
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -28,6 +29,15 @@ def tile_origins(size: int, window: int, step: int) -> tuple[int, ...]:
         return (0,)
     n = math.ceil((size - window) / step) + 1
     return tuple(i * step for i in range(n))
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """A frame size as cameras state it, ``"WIDTHxHEIGHT"`` (``x``, ``X`` or ``×``, spaces allowed:
+    ``"2448x2048"``, ``" 1432 X 972 "``), → (height, width), the order of array shapes."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text or "")
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise InputError(f"frame size must be WIDTHxHEIGHT, e.g. 2448x2048 (got {text!r})")
+    return int(m.group(2)), int(m.group(1))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import pytest
 from conftest import run_command  # noqa: E402
 
 from sdk.errors import InputError
-from sdk.evaluation.bench import format_table, parse_frame_size, run_bench
+from sdk.evaluation.bench import format_table, run_bench
+from sdk.geometry import parse_frame_size
 
 
 def test_bench_json_and_table(tmp_path, demo_bundle, capsys):
@@ -46,13 +47,13 @@ def test_bench_json_to_stdout(demo_bundle, capsys):
 
 
 def test_bench_rolling_scope_for_uncalibrated_bundle(make_bundle):
-    res = run_bench(make_bundle(), [(128, 96)], frames=2, warmup=0, backend="ort-cpu")
+    res = run_bench(make_bundle(), [(96, 128)], frames=2, warmup=0, backend="ort-cpu")  # (H, W)
     assert res["config"]["scope"] == "rolling"
 
 
 def test_parse_frame_size():
-    assert parse_frame_size("2448x2048") == (2448, 2048)
-    assert parse_frame_size("640X480") == (640, 480)
+    assert parse_frame_size("2448x2048") == (2048, 2448)  # "WIDTHxHEIGHT" -> (height, width)
+    assert parse_frame_size("640X480") == (480, 640)
     for bad in ("2448", "0x10", "axb", "10x-3"):
         with pytest.raises(InputError, match="WIDTHxHEIGHT"):
             parse_frame_size(bad)

@@ -177,7 +177,8 @@ def test_evaluate_each_layout(tmp_path, demo_bundle, frames, layout, capsys):
 
 def test_layouts_give_the_same_numbers(tmp_path, demo_bundle, frames):
     """The same frames in three layouts: identical metrics."""
-    from sdk.evaluation.evaluate import EvalConfig, evaluate
+    from sdk.evaluation.config import EvalConfig
+    from sdk.evaluation.evaluate import evaluate
 
     values = []
     for layout, build in BUILDERS.items():

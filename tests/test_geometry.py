@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdk.errors import InputError
-from sdk.geometry import TilingPlan, tile_origins
+from sdk.geometry import TilingPlan, parse_frame_size, tile_origins
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MERGE_GOLDEN = SHARED / "golden" / "post" / "merge"
@@ -124,6 +124,15 @@ def test_tile_origins_function():
     assert tile_origins(1024, 1024, 921) == (0,)
     assert tile_origins(1025, 1024, 921) == (0, 921)
     assert tile_origins(10, 1024, 921) == (0,)
+
+
+def test_parse_frame_size_is_width_by_height_to_height_width():
+    assert parse_frame_size("2448x2048") == (2048, 2448)
+    assert parse_frame_size(" 1432 X 972 ") == (972, 1432)
+    assert parse_frame_size("640×480") == (480, 640)
+    for bad in ("", "2448", "0x10", "10x0", "axb", "10x-3", "2448x2048x3"):
+        with pytest.raises(InputError, match=r"frame size must be WIDTHxHEIGHT, e\.g\. 2448x2048 \(got '"):
+            parse_frame_size(bad)
 
 
 def test_plan_is_hashable_and_cache_free_equality():

@@ -22,14 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-
-
-def parse_frame_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` → (width, height)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-        raise InputError(f"frame size must be WIDTHxHEIGHT, e.g. 2448x2048 (got {text!r})")
-    return int(m.group(1)), int(m.group(2))
+from ..timing import progress_bar
 
 
 def _read(path: str) -> str | None:
@@ -79,7 +72,9 @@ def _stats(values: list[float]) -> dict:
 def run_bench(bundle, frame_sizes: list[tuple[int, int]], *, backend: str = "auto", frames: int = 30,
               warmup: int = 3, threads: int | None = None, scope: str | None = None, color: str = "gray",
               metrics: bool = False, distinct: int = 4, seed: int = 0, progress: bool = False) -> dict:
-    """Time the pipeline; returns the JSON-ready result (``format_table`` prints it)."""
+    """Time the pipeline on frames of each size, given as (height, width) (``sdk.geometry.parse_frame_size``
+    reads ``"WIDTHxHEIGHT"``); returns the JSON-ready result (``format_table`` prints it), whose
+    ``frame_size`` is [width, height] as cameras state it."""
     from ..bundle import Bundle
     from ..inspector import Inspector
     from ..synthetic import make_frames
@@ -100,7 +95,7 @@ def run_bench(bundle, frame_sizes: list[tuple[int, int]], *, backend: str = "aut
     desc = insp.describe()
     desc.pop("scope_reason", None)
     results = []
-    for w, h in frame_sizes:
+    for h, w in frame_sizes:
         synth = make_frames(max(1, min(distinct, frames)), h, w, defect_rate=0.5, seed=seed)
         imgs = [f.image for f in synth]
         if color == "bgr":
@@ -112,15 +107,8 @@ def run_bench(bundle, frame_sizes: list[tuple[int, int]], *, backend: str = "aut
         rows: list[dict] = []
         metric_ms: list[float] = []
         pm = PixelMetrics()
-        it = range(frames)
-        if progress:
-            import sys
-
-            from tqdm import tqdm
-
-            it = tqdm(it, desc=f"{w}x{h}", unit="frame", file=sys.stderr)
         wall = 0.0
-        for i in it:
+        for i in progress_bar(range(frames), frames, progress, desc=f"{w}x{h}", unit="frame"):
             t0 = time.perf_counter()
             r = insp.inspect(imgs[i % len(imgs)], color)
             wall += time.perf_counter() - t0

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..backends import BACKEND_HELP
+from ..vocabulary import BACKEND_HELP, DATASET_LAYOUTS, SCOPES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,13 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(a bundle whose name equals the product is matched too)")
     p.add_argument("--dataset", required=True, type=Path, metavar="DIR",
                    help="dataset folder: one product or a folder of products")
-    p.add_argument("--layout", choices=("auto", "mvtec_ad2", "mvtec_ad", "pairs"), default="auto",
+    p.add_argument("--layout", choices=DATASET_LAYOUTS, default="auto",
                    help="folder layout (default: detected and printed)")
     p.add_argument("--split", help="split to evaluate (default: test_public for MVTec AD 2, test for MVTec "
                    "AD; for pairs a sub-folder, default the whole folder)")
     p.add_argument("--products", nargs="+", metavar="NAME", help="evaluate only these products")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    p.add_argument("--scope", choices=("calibrated", "rolling", "batch"), default="calibrated",
+    p.add_argument("--scope", choices=SCOPES, default="calibrated",
                    help="statistics of the post-processing: the bundle's calibration (default, as serve), "
                    "the last frames in dataset order, or each product's split as one batch (RoBiS' "
                    "offline semantics, via Inspector.inspect_batch)")
@@ -74,7 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import EvalConfig, evaluate, format_table, parse_bundle_specs
+    from .bundle_specs import parse_bundle_specs
+    from .config import EvalConfig
+    from .evaluate import evaluate
+    from .summary import format_table
 
     if args.report:
         from .report import require_matplotlib
@@ -100,7 +103,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_table, parse_frame_size, run_bench
+    from ..geometry import parse_frame_size
+    from .bench import format_table, run_bench
 
     sizes = [parse_frame_size(s) for s in args.frame_size]
     res = run_bench(args.bundle, sizes, backend=args.backend, frames=args.frames, warmup=args.warmup,

@@ -31,8 +31,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..imageio import IMAGE_EXTS, find_files
+from ..vocabulary import DATASET_LAYOUTS
 
-LAYOUTS = ("mvtec_ad2", "mvtec_ad", "pairs")
+LAYOUTS = tuple(x for x in DATASET_LAYOUTS if x != "auto")  # the concrete ones
 DEFAULT_SPLIT = {"mvtec_ad2": "test_public", "mvtec_ad": "test", "pairs": None}
 AD2_SPLITS = ("train", "validation", "test_public", "test_private", "test_private_mixed")
 AD2_PRIVATE = ("test_private", "test_private_mixed")
