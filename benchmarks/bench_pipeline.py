@@ -26,7 +26,7 @@ def main() -> int:
     from conftest import build_blockmean_model
 
     from sdk import Inspector, create_bundle
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frame-size", default="2448x2048", help="WxH")

@@ -1,6 +1,6 @@
 """``robis-edge camera``: a camera simulator that speaks the frame protocol (docs/protocol.md).
 
-Frames come from a folder of images or from ``sdk.synthetic`` (with ground truth). In ``pub``
+Frames come from a folder of images or from ``sdk.tools.synthetic`` (with ground truth). In ``pub``
 mode it binds an XPUB socket (PUB-compatible for subscribers) and waits until a subscriber for
 ``frame.`` is there before the first frame, so that no frame is lost to ZeroMQ's slow-joiner
 effect; in ``push`` mode it binds PUSH, and sending waits for a connected worker.
@@ -31,7 +31,7 @@ class CameraConfig:
     output: str
     source: Path | None = None  # folder of images; None with synthetic=True
     synthetic: bool = False
-    scene: str = "surface"  # synthetic: one of sdk.synthetic.SCENES
+    scene: str = "surface"  # synthetic: one of sdk.tools.synthetic.SCENES
     fps: float = 0.0  # 0: as fast as the socket takes them
     encoding: str = "raw"
     count: int | None = None  # default: every file once, or 20 synthetic frames
@@ -74,7 +74,7 @@ class CameraSimulator:
         if cfg.synthetic == (cfg.source is not None):
             raise ValueError("give exactly one of a source folder or synthetic=True")
         if cfg.synthetic:
-            from sdk.synthetic import SCENES
+            from sdk.tools.synthetic import SCENES
 
             if cfg.scene not in SCENES:
                 raise ValueError(f"scene must be one of {SCENES}, got {cfg.scene!r}")
@@ -96,7 +96,7 @@ class CameraSimulator:
         """Generate the synthetic pool now (otherwise the first ``frames()`` call does)."""
         cfg = self.config
         if cfg.synthetic and self._pool is None:
-            from sdk.synthetic import make_scene_frames
+            from sdk.tools.synthetic import make_scene_frames
 
             n = max(1, min(cfg.pool, self.total()))
             made = make_scene_frames(cfg.scene, n, cfg.height, cfg.width, cfg.defect_rate, cfg.seed)

@@ -11,7 +11,7 @@ from edge_runtime import commands as runtime_cli
 from sdk import __version__
 from sdk import cli as sdk_cli
 from sdk.engines import cli as engines_cli
-from sdk.evaluation import cli as evaluation_cli
+from sdk.tools.evaluation import cli as evaluation_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sdk.vocabulary import BACKEND_HELP
+from sdk.vocabulary import BACKEND_HELP, SCENES
 
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"  # the camera's PUB (robis-edge camera --output default)
 DEFAULT_OUTPUT = "tcp://127.0.0.1:5556"  # serve's results
@@ -88,9 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--source", type=Path, help="folder of images (any nesting)")
     src.add_argument("--synthetic", action="store_true", help="synthetic frames (see --scene)")
-    p.add_argument("--scene", choices=("surface", "sheet"), default="surface",
-                   help="synthetic: 'surface' (sdk.synthetic, default) or 'sheet' (sdk.synthetic_product: "
-                   "the brushed sheet of the INP-Former demo bundle, examples/demo/bundle, 1892x1432)")
+    p.add_argument("--scene", choices=SCENES, default="surface",
+                   help="synthetic: 'surface' (textured gray surfaces, default) or 'sheet' (the brushed "
+                   "sheet of the INP-Former demo bundle, examples/demo/bundle, 1892x1432)")
     p.add_argument("--fps", type=float, default=0.0,
                    help="frames per second (default 0: as fast as possible)")
     p.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="raw")

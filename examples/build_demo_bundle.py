@@ -60,7 +60,7 @@ def main() -> int:
     from sdk import Inspector, create_bundle
     from sdk.bundle import PreprocessSpec, VerdictSpec
     from sdk.engines.reference import write_reference_tiles
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "demo-bundle")
@@ -78,11 +78,11 @@ def main() -> int:
     # Calibrate like §5.3 asks: a production-like mix, defective frames included.
     frames = make_frames(args.calibration_frames, defect_rate=0.5, seed=1000)
     cal, tiles = Inspector(bundle, scope="rolling").calibrate_with_reference(
-        [f.image for f in frames], ["gray"] * len(frames), source="sdk.synthetic seed 1000",
+        [f.image for f in frames], ["gray"] * len(frames), source="sdk.tools.synthetic seed 1000",
         n_defective=sum(f.defective for f in frames), progress=True)
     bundle.set_calibration(cal)
     # reference tiles for the TensorRT parity gate (`robis-edge build`), and the camera's frame size
-    write_reference_tiles(bundle, tiles, "sdk.synthetic seed 1000 (calibration frames)")
+    write_reference_tiles(bundle, tiles, "sdk.tools.synthetic seed 1000 (calibration frames)")
     bundle.set_frame_hw(frames[0].image.shape[:2])
     bundle.save()
     print(f"demo bundle written to {args.out}")

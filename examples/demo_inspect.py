@@ -22,11 +22,11 @@ def main() -> int:
     from edge_runtime.cli import main as robis_edge
     from sdk import Bundle
     from sdk.imageio import write_png
-    from sdk.synthetic import SCENES, make_scene_frames
+    from sdk.tools.synthetic import SCENES, make_scene_frames
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle", type=Path, default=ROOT / "examples" / "demo" / "bundle")
-    ap.add_argument("--scene", choices=SCENES, default="sheet", help="synthetic frames (sdk.synthetic)")
+    ap.add_argument("--scene", choices=SCENES, default="sheet", help="synthetic frames (sdk.tools.synthetic)")
     ap.add_argument("--out", type=Path, default=Path("demo-out"))
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--seed", type=int, default=7)

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime.service import Service
     from sdk import Bundle
     from sdk.imageio import write_png
-    from sdk.synthetic import SCENES
+    from sdk.tools.synthetic import SCENES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=ROOT / "examples" / "demo" / "bundle")

@@ -1,7 +1,7 @@
 """A line-PC program that embeds the SDK's ``Inspector`` in its own acquisition loop (no service).
 
 This is the smallest useful integration: the program owns the camera (here: synthetic parts from
-``sdk.synthetic`` or the image files of a folder, standing in for a vendor camera SDK), and calls
+``sdk.tools.synthetic`` or the image files of a folder, standing in for a vendor camera SDK), and calls
 ``Inspector.inspect`` on each frame in the same process. One line per frame::
 
     seq=3 frame=frame_003 verdict=fail score=212.4 regions=2 ms=41.7
@@ -35,7 +35,7 @@ def acquire_synthetic(count: int, width: int, height: int, seed: int, bad_every:
                       ) -> Iterator[tuple[str, np.ndarray]]:
     """Synthetic parts, half of them with defects. With ``bad_every`` N, every Nth frame is a
     float32 image, as a misconfigured camera might deliver (the Inspector refuses it)."""
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     for i, f in enumerate(make_frames(count, height, width, defect_rate=0.5, seed=seed)):
         if bad_every and (i + 1) % bad_every == 0:

@@ -35,6 +35,9 @@ RESIZE_METHODS: tuple[str, ...] = ("pil_bilinear_antialias",)
 # Dataset layouts of ``robis-edge evaluate`` (docs/evaluation.md).
 DATASET_LAYOUTS: tuple[str, ...] = ("auto", "mvtec_ad2", "mvtec_ad", "pairs")
 
+# Synthetic scenes of the camera simulator (sdk.tools.synthetic): textured surfaces, brushed sheets.
+SCENES: tuple[str, ...] = ("surface", "sheet")
+
 # The models a bundle can hold, by their role (engines, build plans).
 MODEL_ROLES: tuple[str, ...] = ("anomaly_model", "sam_encoder", "sam_decoder")
 

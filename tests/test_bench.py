@@ -8,8 +8,8 @@ import pytest
 from conftest import run_command  # noqa: E402
 
 from sdk.errors import InputError
-from sdk.evaluation.bench import format_table, run_bench
 from sdk.geometry import parse_frame_size
+from sdk.tools.evaluation.bench import format_table, run_bench
 
 
 def test_bench_json_and_table(tmp_path, demo_bundle, capsys):

@@ -95,7 +95,7 @@ def test_inspect_magnetic_tiles_odd_sized_gray(tmp_path, demo_bundle):
 
 
 def test_inspect_batch_scope_and_single_image(tmp_path, demo_bundle):
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
@@ -127,7 +127,7 @@ def test_calibrate_then_calibrated_scope_equals_batch(tmp_path, demo_bundle, cap
     """Calibrating on a set and inspecting that set in the calibrated scope reproduces the batch
     scope over the set exactly (same statistics, no clipping inside the calibration set)."""
     from sdk import Bundle, Inspector
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     good, bad = tmp_path / "good", tmp_path / "bad"
     frames = make_frames(6, 500, 600, defect_rate=0.5, seed=11)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sdk import Bundle, Inspector
-from sdk.synthetic import make_scene_frames
+from sdk.tools.synthetic import make_scene_frames
 
 BUNDLE = Path(__file__).resolve().parents[1] / "examples" / "demo" / "bundle"
 FRESH_SEED = 909  # not among examples/demo/build_bundle.py SEEDS

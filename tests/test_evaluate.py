@@ -17,15 +17,15 @@ from conftest import run_command, shared_path
 from test_metrics import as_f16, f1_oracle, label_oracle, pro_curve_sorted, trapezoid_oracle
 
 from sdk.errors import InputError
-from sdk.evaluation.datasets import detect_layout, load_dataset
 from sdk.imageio import write_png
+from sdk.tools.evaluation.datasets import detect_layout, load_dataset
 
 SIZE = 512  # one demo-bundle tile (window 512) without padding: the demo detector works there
 
 
 @pytest.fixture(scope="module")
 def frames():
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     fr = make_frames(8, SIZE, SIZE, defect_rate=0.5, seed=11)
     assert 2 <= sum(f.defective for f in fr) <= 6
@@ -177,8 +177,8 @@ def test_evaluate_each_layout(tmp_path, demo_bundle, frames, layout, capsys):
 
 def test_layouts_give_the_same_numbers(tmp_path, demo_bundle, frames):
     """The same frames in three layouts: identical metrics."""
-    from sdk.evaluation.config import EvalConfig
-    from sdk.evaluation.evaluate import evaluate
+    from sdk.tools.evaluation.config import EvalConfig
+    from sdk.tools.evaluation.evaluate import evaluate
 
     values = []
     for layout, build in BUILDERS.items():

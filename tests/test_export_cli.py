@@ -18,7 +18,7 @@ def test_export_golden_checkpoint_to_bundle(tmp_path, capsys):
     g = shared_path("golden", "inpformer_tiny")
     out = tmp_path / "tiny"
     from sdk.imageio import write_png
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     for f in make_frames(2, defect_rate=0.5, seed=4):
         write_png(tmp_path / "ref" / f"{f.name}.png", f.image)

@@ -41,7 +41,7 @@ from export.inpformer.train import (  # noqa: E402
 from sdk.bundle import PreprocessSpec  # noqa: E402
 from sdk.geometry import TilingPlan  # noqa: E402
 from sdk.preprocess import TilePreprocessor, prepare_frame  # noqa: E402
-from sdk.synthetic import make_frames  # noqa: E402
+from sdk.tools.synthetic import make_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "golden" / "inpformer_tiny"
@@ -399,7 +399,7 @@ def test_cli_fit_registers_without_torch():
 # ---- the demo's synthetic product ------------------------------------------------------------------
 @pytest.mark.parametrize("style", ["sheet", "plate"])
 def test_synthetic_product_frames(style):
-    from sdk.synthetic_product import make_product_frames
+    from sdk.tools.synthetic.product import make_product_frames
 
     a = make_product_frames(6, 300, 400, defect_rate=0.5, seed=3, style=style)
     b = make_product_frames(6, 300, 400, defect_rate=0.5, seed=3, style=style)

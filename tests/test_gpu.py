@@ -21,7 +21,7 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-bundle"
 
 
 def _frames():
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     return make_frames(6, defect_rate=0.5, seed=21)
 

@@ -1,4 +1,4 @@
-"""Metric correctness: sdk/evaluation/metrics.py against straightforward implementations kept here
+"""Metric correctness: sdk/tools/evaluation/metrics.py against straightforward implementations kept here
 and against hand-computed cases.
 
 Oracles (deliberately slow and plain):
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdk.evaluation import metrics as M
+from sdk.tools.evaluation import metrics as M
 
 # -- oracles ------------------------------------------------------------------------------------
 

@@ -77,13 +77,13 @@ def test_synthetic_camera_into_serve_with_ground_truth(demo_bundle, tmp_path):
 
 
 def test_synthetic_sheet_scene_is_the_product_generator():
-    """``scene="sheet"`` yields sdk.synthetic_product's sheet frames (the INP demo bundle's product)
-    with their masks; an unknown scene is refused; the CLI offers exactly sdk.synthetic.SCENES."""
+    """``scene="sheet"`` yields sdk.tools.synthetic.product's sheet frames (the INP demo bundle's product)
+    with their masks; an unknown scene is refused; the CLI offers exactly sdk.tools.synthetic.SCENES."""
     import argparse
 
     from edge_runtime import commands
-    from sdk.synthetic import SCENES
-    from sdk.synthetic_product import make_product_frames
+    from sdk.tools.synthetic import SCENES
+    from sdk.tools.synthetic.product import make_product_frames
 
     cam = CameraSimulator(CameraConfig(output="x", synthetic=True, scene="sheet", count=3, pool=2,
                                        width=320, height=240, seed=5, defect_rate=0.5))

@@ -22,7 +22,7 @@ from edge_runtime.bind_policy import is_loopback_endpoint  # noqa: E402
 from edge_runtime.config import ServiceConfig, ServiceError  # noqa: E402
 from edge_runtime.recorder import Recorder, wanted  # noqa: E402
 from edge_runtime.service import Service  # noqa: E402
-from sdk.synthetic import make_frames  # noqa: E402
+from sdk.tools.synthetic import make_frames  # noqa: E402
 
 FRAMES = [f.image for f in make_frames(2, 160, 200, defect_rate=0.5, seed=5)]
 

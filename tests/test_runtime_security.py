@@ -20,7 +20,7 @@ from edge_runtime.camera import CameraConfig, CameraSimulator  # noqa: E402
 from edge_runtime.config import ServiceConfig, ServiceError  # noqa: E402
 from edge_runtime.security import apply_client, load_keypair, load_public  # noqa: E402
 from edge_runtime.service import Service  # noqa: E402
-from sdk.synthetic import make_frames  # noqa: E402
+from sdk.tools.synthetic import make_frames  # noqa: E402
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ zmq = pytest.importorskip("zmq")
 from edge_runtime import protocol as P  # noqa: E402
 from edge_runtime.config import ServiceConfig, ServiceError, parse_bundle_spec  # noqa: E402
 from edge_runtime.service import Service  # noqa: E402
-from sdk.synthetic import make_frames  # noqa: E402
+from sdk.tools.synthetic import make_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "tcp://127.0.0.1:*"

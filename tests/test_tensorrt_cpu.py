@@ -19,6 +19,7 @@ from sdk.engines import EngineEntry, check_engine, engine_entries, gate, select_
 from sdk.engines.reference import choose_tiles, load_reference_tiles, write_reference_tiles
 from sdk.engines.tensorrt import plan
 from sdk.errors import BackendError, BundleError, InputError
+from sdk.geometry import parse_frame_size
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo-bundle"  # classical model, window 512, S 256, calibrated
@@ -104,11 +105,11 @@ def test_plan_rejects_bad_options(demo_copy, bad):
 
 
 def test_parse_frame_size():
-    assert plan.parse_frame_size("2448x2048") == (2048, 2448)
-    assert plan.parse_frame_size(" 1432 X 972 ") == (972, 1432)
+    assert parse_frame_size("2448x2048") == (2048, 2448)
+    assert parse_frame_size(" 1432 X 972 ") == (972, 1432)
     for bad in ("2448", "0x10", "axb", ""):
         with pytest.raises(InputError):
-            plan.parse_frame_size(bad)
+            parse_frame_size(bad)
 
 
 def test_fp32_pins_on_the_exported_inpformer_graph():
@@ -255,7 +256,7 @@ def test_choose_tiles_spreads_over_the_scores():
 
 def test_calibrate_stores_reference_tiles_the_gate_reads(demo_copy, tmp_path):
     from sdk.imageio import write_png
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     frames = make_frames(4, defect_rate=0.5, seed=3)
     for f in frames:
@@ -333,7 +334,7 @@ def _recorded(bundle: Bundle, model: Path, tiles, color):
 
 
 def test_gate_decisions_on_recorded_outputs(demo_copy, tmp_path):
-    from sdk.synthetic import make_frames
+    from sdk.tools.synthetic import make_frames
 
     insp = Inspector(demo_copy, backend="ort-cpu")
     frames = make_frames(6, defect_rate=0.5, seed=11)

@@ -1,6 +1,6 @@
 """Build the INP-Former demo bundle (examples/demo/bundle) end to end on a CPU and measure it.
 
-1. frames: synthetic 1892×1432 brushed metal sheets (sdk/synthetic_product.py, style "sheet") with
+1. frames: synthetic 1892×1432 brushed metal sheets (sdk/tools/synthetic/product.py, style "sheet") with
    scratches, spots and missing material (holes through the sheet); defect-free frames for
    training, calibration and verdict tuning, and a fresh mixed set (with ground-truth masks) for the
    evaluation; 4×3 tiles of 512 (overlap 0.1) cover a frame exactly;
@@ -121,7 +121,7 @@ def add_reference(bundle, tiles) -> None:
     """Reference tiles for the TensorRT parity gate (`robis-edge build`) and the camera frame size."""
     from sdk.engines.reference import write_reference_tiles
 
-    write_reference_tiles(bundle, tiles, f"sdk.synthetic_product seed {SEEDS['calibration']} "
+    write_reference_tiles(bundle, tiles, f"sdk.tools.synthetic.product seed {SEEDS['calibration']} "
                           "(calibration frames)")
     bundle.set_frame_hw((FRAME_H, FRAME_W))
 
@@ -227,7 +227,7 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=FRAME_W)
     ap.add_argument("--height", type=int, default=FRAME_H)
     ap.add_argument("--style", choices=("sheet", "plate"), default="sheet",
-                    help="synthetic product (sdk/synthetic_product.py); the demo bundle uses 'sheet'")
+                    help="synthetic product (sdk/tools/synthetic/product.py); the demo bundle uses 'sheet'")
     ap.add_argument("--encoder", choices=("demo", "dinov2-random"), default="demo",
                     help="frozen encoder: 'demo' = the non-linear random demo encoder "
                     "(demo_encoder_state_dict, saved as a DINOv2-layout .pth and loaded like real "
@@ -244,7 +244,7 @@ def main() -> int:
     from export.inpformer.bundle_export import export_inpformer_bundle
     from export.inpformer.train import FitOptions, fit
     from sdk import Bundle, Inspector
-    from sdk.synthetic_product import make_product_frames
+    from sdk.tools.synthetic.product import make_product_frames
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -297,7 +297,7 @@ def main() -> int:
                                              overlap=OVERLAP, log=lambda m: log("      " + m))
     bundle.update_provenance(training={
         "builder": "examples/demo/build_bundle.py", "command": "python examples/demo/build_bundle.py "
-        + " ".join(sys.argv[1:]), "data": "sdk.synthetic_product, defect-free frames, seed "
+        + " ".join(sys.argv[1:]), "data": "sdk.tools.synthetic.product, defect-free frames, seed "
         f"{SEEDS['train']}", **fit_info,
         "note": ("encoder NOT pretrained: a seeded random non-linear encoder in DINOv2's layout "
                  "(examples/demo/build_bundle.py demo_encoder_state_dict; no weights offline); demo only"
@@ -311,7 +311,7 @@ def main() -> int:
         insp = Inspector(bundle, backend="ort-cpu", scope="rolling", threads=args.threads)
     cal, ref_tiles = insp.calibrate_with_reference(
         [f.image for f in calib], ["gray"] * len(calib),
-        source=f"sdk.synthetic_product seed {SEEDS['calibration']} (defect-free)", n_defective=0)
+        source=f"sdk.tools.synthetic.product seed {SEEDS['calibration']} (defect-free)", n_defective=0)
     bundle.set_calibration(cal)
     add_reference(bundle, ref_tiles)
     bundle.save()
@@ -320,7 +320,7 @@ def main() -> int:
     bundle.set_verdict(min_area_px=min_area)
     bundle.update_provenance(verdict_tuning={
         **tune_info, "rule": "min_area_px = ceil(margin × largest region on held-out defect-free frames)",
-        "source": f"sdk.synthetic_product seed {SEEDS['tuning']}"})
+        "source": f"sdk.tools.synthetic.product seed {SEEDS['tuning']}"})
     bundle.save()
     b = cal.bins
     log(f"[4/5] calibrated on {len(calib)} defect-free frames: amap {cal.norm.amap_min:.4g}.."

@@ -64,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from ..geometry import parse_frame_size
     from .tensorrt.build import build_bundle_engines
-    from .tensorrt.plan import parse_frame_size
 
     cache = args.timing_cache or (args.bundle / "engines" / "timing.cache")
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +82,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     from ..errors import InputError
+    from ..geometry import parse_frame_size
     from .selftest import REQUIRABLE, format_table, rows_json, run_selftest
-    from .tensorrt.plan import parse_frame_size
 
     require = [r.strip() for r in args.require.split(",") if r.strip()]
     unknown = [r for r in require if r not in REQUIRABLE]

@@ -89,14 +89,6 @@ def fp32_layers(layers: Iterable[LayerInfo], step: str) -> list[str]:
     return out
 
 
-def parse_frame_size(text: str) -> tuple[int, int]:
-    """'2448x2048' (W×H, as cameras state it) → (H, W)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text or "")
-    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-        raise InputError(f"frame size must be WIDTHxHEIGHT, e.g. 2448x2048 (got {text!r})")
-    return int(m.group(2)), int(m.group(1))
-
-
 def tiles_per_frame(bundle, frame_hw: tuple[int, int]) -> int:
     window, overlap = bundle.tiling
     return TilingPlan(frame_hw[0], frame_hw[1], window, overlap).num_tiles

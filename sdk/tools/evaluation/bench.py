@@ -1,7 +1,7 @@
 """``robis-edge bench``: per-stage latency (p50/p99) and frames/s of a bundle on this host, for given
 frame sizes, with the backend and precision in use and a description of the host.
 
-Frames are synthetic (``sdk.synthetic``: textured gray surfaces, half of them with defects) of
+Frames are synthetic (``sdk.tools.synthetic``: textured gray surfaces, half of them with defects) of
 each requested size, generated before timing and cycled; each frame goes through
 ``Inspector.inspect`` (the one pipeline code path) one after the other, after ``warmup``
 untimed frames per size. frames/s is the number of timed frames over the wall time of the timed
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..timing import progress_bar
+from sdk.errors import InputError
+from sdk.timing import progress_bar
 
 
 def _read(path: str) -> str | None:
@@ -75,9 +75,10 @@ def run_bench(bundle, frame_sizes: list[tuple[int, int]], *, backend: str = "aut
     """Time the pipeline on frames of each size, given as (height, width) (``sdk.geometry.parse_frame_size``
     reads ``"WIDTHxHEIGHT"``); returns the JSON-ready result (``format_table`` prints it), whose
     ``frame_size`` is [width, height] as cameras state it."""
-    from ..bundle import Bundle
-    from ..inspector import Inspector
-    from ..synthetic import make_frames
+    from sdk.bundle import Bundle
+    from sdk.inspector import Inspector
+    from sdk.tools.synthetic import make_frames
+
     from .metrics import PixelMetrics
 
     if not frame_sizes:

@@ -29,9 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import InputError
-from ..imageio import IMAGE_EXTS, find_files
-from ..vocabulary import DATASET_LAYOUTS
+from sdk.errors import InputError
+from sdk.imageio import IMAGE_EXTS, find_files
+from sdk.vocabulary import DATASET_LAYOUTS
 
 LAYOUTS = tuple(x for x in DATASET_LAYOUTS if x != "auto")  # the concrete ones
 DEFAULT_SPLIT = {"mvtec_ad2": "test_public", "mvtec_ad": "test", "pairs": None}

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..vocabulary import BACKEND_HELP, DATASET_LAYOUTS, SCOPES
+from sdk.vocabulary import BACKEND_HELP, DATASET_LAYOUTS, SCOPES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,7 +103,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..geometry import parse_frame_size
+    from sdk.geometry import parse_frame_size
+
     from .bench import format_table, run_bench
 
     sizes = [parse_frame_size(s) for s in args.frame_size]

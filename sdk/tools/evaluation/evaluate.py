@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError, RobisError
-from ..imageio import read_image
-from ..timing import progress_bar
+from sdk.errors import InputError, RobisError
+from sdk.imageio import read_image
+from sdk.timing import progress_bar
+
 from .bundle_specs import BundleSpec, bundle_for
 from .config import EvalConfig
 from .datasets import Product, load_dataset, read_ground_truth
@@ -36,7 +37,7 @@ from .summary import summarize
 from .threads import Worker, prefetch
 
 if TYPE_CHECKING:
-    from ..inspector import Inspector
+    from sdk.inspector import Inspector
 
 
 def evaluate(dataset: str | Path, bundles: list[BundleSpec] | str | Path, out: str | Path, *,
@@ -44,8 +45,8 @@ def evaluate(dataset: str | Path, bundles: list[BundleSpec] | str | Path, out: s
              max_images: int | None = None, config: EvalConfig | None = None) -> dict:
     """Evaluate and write the outputs; returns the summary written to metrics.json (with the
     ``ProductRun`` objects under the key ``"_runs"``, not written)."""
-    from ..bundle import Bundle
-    from ..inspector import Inspector
+    from sdk.bundle import Bundle
+    from sdk.inspector import Inspector
 
     cfg = config or EvalConfig()
     cfg.validate()

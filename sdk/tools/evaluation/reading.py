@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import InputError
-from ..imageio import read_image
+from sdk.errors import InputError
+from sdk.imageio import read_image
+
 from .datasets import Sample, read_ground_truth
 
 SampleRead = tuple[Sample, np.ndarray | None, str | None, np.ndarray | None, InputError | None, float]

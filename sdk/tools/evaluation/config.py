@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import InputError
-from ..vocabulary import SCOPES
+from sdk.errors import InputError
+from sdk.vocabulary import SCOPES
+
 from .metrics import FPR_LIMIT
 
 # The metrics of metrics.json and of the table, in table order.

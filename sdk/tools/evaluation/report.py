@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from sdk.errors import InputError
+
 from .metrics import pr_curve
 
 _COLUMNS = (("seg_f1", "SegF1"), ("au_pro", "AucPro"), ("class_f1", "ClassF1"),

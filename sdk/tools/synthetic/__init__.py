@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from sdk.vocabulary import SCENES as VOCABULARY_SCENES
+
 
 @dataclass(frozen=True)
 class SyntheticFrame:
@@ -68,9 +70,9 @@ def make_frames(count: int, height: int = 972, width: int = 1432, defect_rate: f
 
 
 # Synthetic scenes by name: "surface" = make_frames above (the classical demo bundle,
-# examples/demo-bundle); "sheet" = sdk.synthetic_product's brushed metal sheet (the INP-Former demo
+# examples/demo-bundle); "sheet" = sdk.tools.synthetic.product's brushed metal sheet (the INP-Former demo
 # bundle, examples/demo/bundle, made for 1892×1432 frames).
-SCENES = ("surface", "sheet")
+SCENES = VOCABULARY_SCENES
 
 
 def make_scene_frames(scene: str, count: int, height: int, width: int, defect_rate: float = 0.5,
@@ -79,7 +81,7 @@ def make_scene_frames(scene: str, count: int, height: int, width: int, defect_ra
     if scene == "surface":
         return make_frames(count, height, width, defect_rate, seed)
     if scene == "sheet":
-        from .synthetic_product import make_product_frames  # it builds on this module
+        from .product import make_product_frames  # it builds on this module
 
         return make_product_frames(count, height, width, defect_rate, seed, prefix="sheet", style="sheet")
     raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")

@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from ..imageio import write_png
+from sdk.imageio import write_png
+
 from .config import METRIC_NAMES, EvalConfig
 from .datasets import Product, Sample
 from .gallery import Gallery, GalleryItem
 from .metrics import ImageMetrics, PixelMetrics
 
 if TYPE_CHECKING:
-    from ..inspector import Result
+    from sdk.inspector import Result
 
 
 class ProductRun:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import InputError
-from ..vocabulary import parse_product_bundle
+from sdk.errors import InputError
+from sdk.vocabulary import parse_product_bundle
+
 from .datasets import Product
 
 BundleSpec = tuple[str | None, Path]

@@ -18,7 +18,7 @@ from .datasets import Sample
 from .metrics import ImagePixelStats
 
 if TYPE_CHECKING:
-    from ..inspector import Result
+    from sdk.inspector import Result
 
 THUMB_SIDE = 640
 KINDS = ("fn", "fp")
@@ -81,8 +81,8 @@ class Gallery:
 def thumbnail(image: np.ndarray, color: str | None, result: Result, gt: np.ndarray) -> bytes:
     """The overlay (heat map, predicted mask contours, regions, verdict) with the ground truth's
     contours in green, drawn at thumbnail size (at most THUMB_SIDE pixels), as JPEG."""
-    from ..overlay import render_overlay
-    from ..preprocess import frame_to_rgb8
+    from sdk.overlay import render_overlay
+    from sdk.preprocess import frame_to_rgb8
 
     h, w = image.shape[:2]
     f = min(1.0, THUMB_SIDE / max(h, w))

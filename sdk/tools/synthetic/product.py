@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .synthetic import SyntheticFrame
+from . import SyntheticFrame
 
 DEFECT_KINDS = ("scratch", "spot", "missing")
 
