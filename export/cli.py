@@ -45,22 +45,18 @@ def cmd_export_inpformer(args: argparse.Namespace) -> int:
     from .errors import ExportError, require_export_extra
 
     require_export_extra("robis-edge export inpformer")
-    from .inpformer.arch import ArchitectureError, InpFormerArch, preset
+    from .inpformer.arch import InpFormerArch, preset
     from .inpformer.bundle_export import export_inpformer_bundle
-    from .inpformer.onnx_export import ExportMismatchError
 
     if not args.checkpoint.is_file():
         raise ExportError(f"{args.checkpoint}: no such checkpoint file")
     overrides = {k: v for k, v in (("img_size", args.input_size), ("map_size", args.map_size)) if v}
-    try:
-        arch = preset(args.preset, **overrides) if args.preset else \
-            InpFormerArch.from_json(args.arch).replace(**overrides)
-        bundle, _ = export_inpformer_bundle(args.checkpoint, arch, args.out, name=args.name or args.out.name,
-                                            window=None if args.no_tiling else args.window,
-                                            overlap=args.overlap, tolerance=args.tolerance,
-                                            overwrite=args.overwrite)
-    except (ArchitectureError, ExportMismatchError) as exc:
-        raise ExportError(str(exc)) from exc
+    arch = preset(args.preset, **overrides) if args.preset else \
+        InpFormerArch.from_json(args.arch).replace(**overrides)
+    bundle, _ = export_inpformer_bundle(args.checkpoint, arch, args.out, name=args.name or args.out.name,
+                                        window=None if args.no_tiling else args.window,
+                                        overlap=args.overlap, tolerance=args.tolerance,
+                                        overwrite=args.overwrite)
     if args.reference_images:
         from sdk.reference import store_reference_from_folder
 

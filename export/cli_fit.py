@@ -53,7 +53,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     from sdk.imageio import IMAGE_EXTS, find_files, read_image
 
-    from .inpformer.arch import ArchitectureError, InpFormerArch, preset
+    from .inpformer.arch import InpFormerArch, preset
     from .inpformer.train import FitOptions, fit
 
     if args.threads:
@@ -73,18 +73,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         overrides = {"img_size": args.input_size} if args.input_size else {}
         arch = preset(args.preset, **overrides) if args.preset else \
             InpFormerArch.from_json(args.arch).replace(**overrides)
-    except (ArchitectureError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # an unreadable or malformed --arch file
         raise ExportError(str(exc)) from exc
     print(f"reading {len(files)} image(s) from {args.images}")
     frames = [read_image(f) for f in files]
     opts = FitOptions(epochs=args.epochs, iters=args.iters, batch_size=args.batch_size, lr=args.lr,
                       final_lr=args.final_lr, warmup=args.warmup, window=args.window or None,
                       overlap=args.overlap, seed=args.seed)
-    try:
-        res = fit(frames, arch, args.out, options=opts, encoder_weights=args.encoder_weights,
-                  progress=not args.no_progress)
-    except ArchitectureError as exc:
-        raise ExportError(str(exc)) from exc
+    res = fit(frames, arch, args.out, options=opts, encoder_weights=args.encoder_weights,
+              progress=not args.no_progress)
     tiling = f"--window {args.window} --overlap {args.overlap}" if args.window else "--no-tiling"
     print(f"checkpoint sha256 {res.sha256}; export it with: robis-edge export inpformer --checkpoint "
           f"{res.checkpoint} --arch {res.arch_json} {tiling} --out BUNDLE")

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ExportError
 
-class ArchitectureError(Exception):
+
+class ArchitectureError(ExportError):
     """A state_dict or configuration does not match the architecture it is meant for."""
 
 

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ExportError
+
 INPUT_NAME = "image"
 OUTPUT_NAME = "anomaly_map"
 
 
-class ExportMismatchError(RuntimeError):
+class ExportMismatchError(ExportError, RuntimeError):
     """ONNX Runtime output differs from torch by more than the tolerance."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ExportError
 from .model import IMAGE_SIZE, SamBoxDecoderExport, SamEncoderExport, reference_decoder
 
 ENCODER_INPUT, ENCODER_OUTPUT = "image", "embeddings"
@@ -25,7 +26,7 @@ FORBIDDEN_OPS = ("Einsum",)
 OPSET = 17
 
 
-class SamExportMismatchError(RuntimeError):
+class SamExportMismatchError(ExportError, RuntimeError):
     """ONNX Runtime differs from torch by more than the tolerance, or the graph has a forbidden op."""
 
 
