@@ -12,11 +12,10 @@ from typing import Any
 
 from sdk import __version__ as robis_version
 from sdk.bundle import Bundle, sha256_file
+from sdk.vocabulary import SAM_BUNDLE_MODES, SAM_CHANNEL_ORDERS
 
 ENCODER_FILE = "sam_encoder.onnx"
 DECODER_FILE = "sam_decoder.onnx"
-MODES = ("single", "multi_or", "off")
-CHANNEL_ORDERS = ("bgr_as_rgb", "rgb")
 
 
 def export_sam_to_bundle(checkpoint: str | Path, bundle_dir: str | Path, *, mode: str = "single",
@@ -36,10 +35,11 @@ def export_sam_to_bundle(checkpoint: str | Path, bundle_dir: str | Path, *, mode
     from .model import load_sam
     from .onnx_export import export_decoder, export_encoder
 
-    if mode not in MODES:
-        raise ExportError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
-    if channel_order not in CHANNEL_ORDERS:
-        raise ExportError(f"channel order must be one of {', '.join(CHANNEL_ORDERS)} (got {channel_order!r})")
+    if mode not in SAM_BUNDLE_MODES:
+        raise ExportError(f"--mode must be one of {', '.join(SAM_BUNDLE_MODES)} (got {mode!r})")
+    if channel_order not in SAM_CHANNEL_ORDERS:
+        raise ExportError(f"channel order must be one of {', '.join(SAM_CHANNEL_ORDERS)} "
+                          f"(got {channel_order!r})")
     if int(top_n) < 1:
         raise ExportError(f"--top-n must be >= 1 (got {top_n})")
     checkpoint = Path(checkpoint)
