@@ -17,12 +17,12 @@ import torch.nn.functional as F  # noqa: E402
 from conftest import run_command  # noqa: E402
 
 from export.inpformer.arch import ArchitectureError, InpFormerArch  # noqa: E402
-from export.inpformer.model import (  # noqa: E402
-    INPFormer,
+from export.inpformer.checkpoint import (  # noqa: E402
     check_state_dict,
     to_model_state_dict,
     upstream_key_shapes,
 )
+from export.inpformer.model import INPFormer  # noqa: E402
 from export.inpformer.train import (  # noqa: E402
     FitOptions,
     StableAdamW,

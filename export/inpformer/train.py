@@ -46,7 +46,8 @@ from sdk.preprocess import TilePreprocessor, prepare_frame
 from sdk.resize import BilinearAntialiasResizer
 
 from .arch import ArchitectureError, InpFormerArch
-from .model import INPFormer, check_state_dict, ignored_keys, to_model_state_dict, upstream_key_shapes
+from .checkpoint import check_state_dict, ignored_keys, to_model_state_dict, upstream_key_shapes
+from .model import INPFormer
 
 UPSTREAM_ENCODER_IMG_SIZE = 518  # RoBiS builds its DINOv2 encoder at 518 whatever the tile size
 DINOV2_LAYERSCALE_INIT = 1e-8  # vit_encoder.load: init_values=1e-8
