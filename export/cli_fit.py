@@ -54,7 +54,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from sdk.imageio import IMAGE_EXTS, find_files, read_image
 
     from .inpformer.arch import InpFormerArch, preset
-    from .inpformer.train import FitOptions, fit
+    from .inpformer.training import FitOptions, fit
 
     if args.threads:
         torch.set_num_threads(args.threads)

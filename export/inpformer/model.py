@@ -70,7 +70,8 @@ def _merge_heads(x: Tensor, tokens: int, dim: int) -> Tensor:
     return x.transpose(1, 2).reshape(-1, tokens, dim)
 
 
-def _l2_normalize(x: Tensor, eps: float) -> Tensor:
+def l2_normalize(x: Tensor, eps: float) -> Tensor:
+    """``x`` divided by its L2 norm over the last axis (clamped to ``eps``)."""
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
 
 
@@ -199,7 +200,7 @@ class PrototypeAttention(nn.Module):
     def forward(self, x: Tensor, p: Tensor) -> Tensor:
         q = _heads(self.q(x), self.n_patch, 1, self.num_heads, self.head_dim)[0]
         k, v = _heads(self.kv(p), self.n_proto, 2, self.num_heads, self.head_dim).unbind(0)
-        q, k = _l2_normalize(q, L2_EPS), _l2_normalize(k, L2_EPS)
+        q, k = l2_normalize(q, L2_EPS), l2_normalize(k, L2_EPS)
         attn = torch.relu((q @ k.transpose(-2, -1)) * self.learn_scale)
         return self.proj(_merge_heads(attn @ v, self.n_patch, self.dim))
 
