@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     arch = q.add_mutually_exclusive_group(required=True)
     arch.add_argument("--preset", help="dinov2reg_vit_small_14, dinov2reg_vit_base_14 (RoBiS), "
                       "dinov2reg_vit_large_14")
-    arch.add_argument("--arch", type=Path, help="architecture JSON (the keys of golden config.json)")
+    arch.add_argument("--arch", type=Path, help="architecture JSON (embed_dim, depth, num_heads, ...: "
+                      "what `robis-edge fit` writes as <out>.arch.json)")
     q.add_argument("--out", required=True, type=Path, help="bundle directory to create")
     q.add_argument("--name", help="product / recipe name (default: the --out folder name)")
     q.add_argument("--input-size", type=int, help="tile input size S (default: the architecture's, 518)")

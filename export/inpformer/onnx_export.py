@@ -1,7 +1,7 @@
 """Export an anomaly-map model (image N×3×S×S → anomaly_map N×1×M×M) to ONNX and verify it.
 
-Uses the TorchScript exporter (``dynamo=False``, pinned: its graphs for this model are verified,
-see reference-pipeline.md §3), then ``onnx.checker`` and an ONNX Runtime CPU run against torch.
+Uses the TorchScript exporter (``dynamo=False``, pinned: its graphs for this model are the verified
+ones), then ``onnx.checker`` and an ONNX Runtime CPU run against torch.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from .losses import gather_loss
 
 
 class TrainableINPFormer(nn.Module):
-    """The colleague's :class:`INPFormer` plus what training needs: the upstream-only encoder
+    """The inference :class:`INPFormer` plus what training needs: the upstream-only encoder
     tensors (unused blocks, ``encoder.norm``, ``mask_token``, the stored position-embedding grid)
     kept frozen for the checkpoint, a frozen encoder, RoBiS' initialisation of the trainable parts
     and a forward that returns ``(en, de, gather_loss)`` like upstream ``INP_Former.forward``."""
