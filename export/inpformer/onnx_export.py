@@ -60,10 +60,12 @@ def export_onnx(model: nn.Module, path: str | Path, batch_dynamic: bool = True, 
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     got = sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
     if got.shape != expected.shape:
-        raise ExportMismatchError(f"ORT output shape {got.shape} != torch {expected.shape}")
+        raise ExportMismatchError(f"ONNX check failed: ORT output shape {got.shape} != torch "
+                                  f"{expected.shape}")
     diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
     if not diff <= tolerance:
-        raise ExportMismatchError(f"ORT vs torch max |diff| {diff:.3g} > tolerance {tolerance:.3g}")
+        raise ExportMismatchError(f"ONNX check failed: ORT vs torch max |diff| {diff:.3g} > tolerance "
+                                  f"{tolerance:.3g}")
     return {
         "path": str(path),
         "opset": opset,
