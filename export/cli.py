@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     arch = q.add_mutually_exclusive_group(required=True)
     arch.add_argument("--preset", help="dinov2reg_vit_small_14, dinov2reg_vit_base_14 (RoBiS), "
                       "dinov2reg_vit_large_14")
-    arch.add_argument("--arch", type=Path, help="architecture JSON (the keys of golden config.json)")
+    arch.add_argument("--arch", type=Path, help="architecture JSON (embed_dim, depth, num_heads, ...: "
+                      "what `robis-edge fit` writes as <out>.arch.json)")
     q.add_argument("--out", required=True, type=Path, help="bundle directory to create")
     q.add_argument("--name", help="product / recipe name (default: the --out folder name)")
     q.add_argument("--input-size", type=int, help="tile input size S (default: the architecture's, 518)")
@@ -45,22 +46,18 @@ def cmd_export_inpformer(args: argparse.Namespace) -> int:
     from .errors import ExportError, require_export_extra
 
     require_export_extra("robis-edge export inpformer")
-    from .inpformer.arch import ArchitectureError, InpFormerArch, preset
+    from .inpformer.arch import InpFormerArch, preset
     from .inpformer.bundle_export import export_inpformer_bundle
-    from .inpformer.onnx_export import ExportMismatchError
 
     if not args.checkpoint.is_file():
         raise ExportError(f"{args.checkpoint}: no such checkpoint file")
     overrides = {k: v for k, v in (("img_size", args.input_size), ("map_size", args.map_size)) if v}
-    try:
-        arch = preset(args.preset, **overrides) if args.preset else \
-            InpFormerArch.from_json(args.arch).replace(**overrides)
-        bundle, _ = export_inpformer_bundle(args.checkpoint, arch, args.out, name=args.name or args.out.name,
-                                            window=None if args.no_tiling else args.window,
-                                            overlap=args.overlap, tolerance=args.tolerance,
-                                            overwrite=args.overwrite)
-    except (ArchitectureError, ExportMismatchError) as exc:
-        raise ExportError(str(exc)) from exc
+    arch = preset(args.preset, **overrides) if args.preset else \
+        InpFormerArch.from_json(args.arch).replace(**overrides)
+    bundle, _ = export_inpformer_bundle(args.checkpoint, arch, args.out, name=args.name or args.out.name,
+                                        window=None if args.no_tiling else args.window,
+                                        overlap=args.overlap, tolerance=args.tolerance,
+                                        overwrite=args.overwrite)
     if args.reference_images:
         from sdk.engines.reference import store_reference_from_folder
 

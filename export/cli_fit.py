@@ -11,18 +11,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``fit`` to the top-level parser."""
     p = sub.add_parser(
         "fit", help="train INP-Former on defect-free images as RoBiS does (needs the export extra)",
-        description="Trains INP-Former as RoBiS does (reference-pipeline.md §7): frozen DINOv2-reg encoder, "
-        "Swin-Cropping tiles of the training images, exposure+noise augmentation on half the samples, "
-        "hard-mining cosine loss + 0.2·gather loss, StableAdamW, warm-up + cosine schedule. Saves "
-        "torch.save(state_dict) with the upstream key layout (export it with `robis-edge export "
-        "inpformer`) and the architecture JSON as <out>.arch.json. Without --encoder-weights the "
-        "encoder stays RANDOM (a loud warning says so).")
+        description="Trains INP-Former as RoBiS does (docs/reference-pipeline.md, 'Training'): frozen "
+        "DINOv2-reg encoder, Swin-Cropping tiles of the training images, exposure+noise augmentation on "
+        "half the samples, hard-mining cosine loss + 0.2·gather loss, StableAdamW, warm-up + cosine "
+        "schedule. Saves torch.save(state_dict) with the upstream key layout (export it with "
+        "`robis-edge export inpformer`) and the architecture JSON as <out>.arch.json. Without "
+        "--encoder-weights the encoder stays RANDOM (a loud warning says so).")
     p.add_argument("--images", required=True, type=Path,
                    help="folder of defect-free images (png/jpg/bmp/tif, any nesting)")
     arch = p.add_mutually_exclusive_group(required=True)
     arch.add_argument("--preset", help="dinov2reg_vit_small_14, dinov2reg_vit_base_14 (RoBiS), "
                       "dinov2reg_vit_large_14")
-    arch.add_argument("--arch", type=Path, help="architecture JSON (the keys of golden config.json)")
+    arch.add_argument("--arch", type=Path, help="architecture JSON (embed_dim, depth, num_heads, ...: "
+                      "what `robis-edge fit` writes as <out>.arch.json)")
     p.add_argument("--input-size", type=int, help="tile input size S (default: the architecture's)")
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write (model.pth)")
     p.add_argument("--encoder-weights", type=Path,
@@ -53,8 +54,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     from sdk.imageio import IMAGE_EXTS, find_files, read_image
 
-    from .inpformer.arch import ArchitectureError, InpFormerArch, preset
-    from .inpformer.train import FitOptions, fit
+    from .inpformer.arch import InpFormerArch, preset
+    from .inpformer.training import FitOptions, fit
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,18 +74,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         overrides = {"img_size": args.input_size} if args.input_size else {}
         arch = preset(args.preset, **overrides) if args.preset else \
             InpFormerArch.from_json(args.arch).replace(**overrides)
-    except (ArchitectureError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # an unreadable or malformed --arch file
         raise ExportError(str(exc)) from exc
     print(f"reading {len(files)} image(s) from {args.images}")
     frames = [read_image(f) for f in files]
     opts = FitOptions(epochs=args.epochs, iters=args.iters, batch_size=args.batch_size, lr=args.lr,
                       final_lr=args.final_lr, warmup=args.warmup, window=args.window or None,
                       overlap=args.overlap, seed=args.seed)
-    try:
-        res = fit(frames, arch, args.out, options=opts, encoder_weights=args.encoder_weights,
-                  progress=not args.no_progress)
-    except ArchitectureError as exc:
-        raise ExportError(str(exc)) from exc
+    res = fit(frames, arch, args.out, options=opts, encoder_weights=args.encoder_weights,
+              progress=not args.no_progress)
     tiling = f"--window {args.window} --overlap {args.overlap}" if args.window else "--no-tiling"
     print(f"checkpoint sha256 {res.sha256}; export it with: robis-edge export inpformer --checkpoint "
           f"{res.checkpoint} --arch {res.arch_json} {tiling} --out BUNDLE")

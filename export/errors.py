@@ -1,4 +1,9 @@
-"""Errors of the export toolchain, as typed robis-edge errors the CLI reports in one line."""
+"""Errors of the export toolchain, as typed robis-edge errors the CLI reports in one line.
+
+:class:`ExportError` is the family; its subclasses live beside the code that raises them:
+``ArchitectureError`` (export.inpformer.arch), ``ExportMismatchError``
+(export.inpformer.onnx_export), ``SamCheckpointError`` (export.sam.model) and
+``SamExportMismatchError`` (export.sam.onnx_export)."""
 
 from __future__ import annotations
 

@@ -13,14 +13,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from export.inpformer.arch import PRESETS, ArchitectureError, InpFormerArch, preset  # noqa: E402
-from export.inpformer.model import (  # noqa: E402
-    AnomalyHead,
-    INPFormer,
-    gaussian_kernel2d,
+from export.inpformer.checkpoint import (  # noqa: E402
     infer_arch_facts,
     resample_pos_embed,
     upstream_key_shapes,
 )
+from export.inpformer.model import AnomalyHead, INPFormer, gaussian_kernel2d  # noqa: E402
 from export.inpformer.onnx_export import export_onnx  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

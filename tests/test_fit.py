@@ -1,4 +1,4 @@
-"""export.inpformer.train / `robis-edge fit`: oracles for the optimiser, the loss, the schedule and
+"""export.inpformer.training / `robis-edge fit`: oracles for the optimiser, the loss, the schedule and
 the augmentation; the training forward against the inference model; a short fit end to end."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import torch.nn.functional as F  # noqa: E402
 from conftest import run_command  # noqa: E402
 
 from export.inpformer.arch import ArchitectureError, InpFormerArch  # noqa: E402
-from export.inpformer.model import (  # noqa: E402
-    INPFormer,
+from export.inpformer.checkpoint import (  # noqa: E402
     check_state_dict,
     to_model_state_dict,
     upstream_key_shapes,
 )
-from export.inpformer.train import (  # noqa: E402
+from export.inpformer.model import INPFormer  # noqa: E402
+from export.inpformer.training import (  # noqa: E402
     FitOptions,
     StableAdamW,
     TileSet,

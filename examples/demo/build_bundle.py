@@ -4,7 +4,7 @@
    scratches, spots and missing material (holes through the sheet); defect-free frames for
    training, calibration and verdict tuning, and a fresh mixed set (with ground-truth masks) for the
    evaluation; 4×3 tiles of 512 (overlap 0.1) cover a frame exactly;
-2. fit: a small INP-Former trained as RoBiS does (export/inpformer/train.py) on the defect-free
+2. fit: a small INP-Former trained as RoBiS does (export/inpformer/training/) on the defect-free
    training frames; NO pretrained encoder is available offline, so its frozen encoder is a seeded
    random encoder: by default the non-linear random "demo encoder" (``--encoder demo``,
    ``demo_encoder_state_dict``: centred patch embedding plus a constant token offset, saved as a
@@ -82,10 +82,10 @@ def demo_encoder_state_dict(arch, seed: int = 0, *, ls_attn: float = 0.1, ls_mlp
 
     ``center_level=None`` and ``bias_std=0`` give the second round's encoder (``patch_gain`` was
     scanned from 0.03 to 1 there). The position embedding is DINOv2's init × ``pos_gain``;
-    cls/register tokens are DINOv2's init (``export.inpformer.train.random_encoder_state_dict``)."""
+    cls/register tokens are DINOv2's init (``export.inpformer.training.random_encoder_state_dict``)."""
     import torch
 
-    from export.inpformer.train import random_encoder_state_dict
+    from export.inpformer.training import random_encoder_state_dict
     from sdk.bundle import IMAGENET_MEAN, IMAGENET_STD
 
     g = torch.Generator().manual_seed(int(seed) + 7919)
@@ -242,7 +242,7 @@ def main() -> int:
 
     from export.inpformer.arch import InpFormerArch
     from export.inpformer.bundle_export import export_inpformer_bundle
-    from export.inpformer.train import FitOptions, fit
+    from export.inpformer.training import FitOptions, fit
     from sdk import Bundle, Inspector
     from sdk.tools.synthetic.product import make_product_frames
 

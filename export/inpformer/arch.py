@@ -1,7 +1,8 @@
 """INP-Former architecture description: a frozen dataclass, JSON I/O and the upstream presets.
 
-The keys are exactly those of ``shared/golden/inpformer_tiny/config.json``. ``img_size`` is the tile
-side S the exported graph takes; ``map_size`` is the side M of the anomaly map it emits.
+The JSON keys are the dataclass fields (what ``robis-edge fit`` writes as ``<out>.arch.json`` and
+``export inpformer --arch`` reads). ``img_size`` is the tile side S the exported graph takes;
+``map_size`` is the side M of the anomaly map it emits.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ExportError
 
-class ArchitectureError(Exception):
+
+class ArchitectureError(ExportError):
     """A state_dict or configuration does not match the architecture it is meant for."""
 
 

@@ -1,7 +1,7 @@
 """Export an anomaly-map model (image N×3×S×S → anomaly_map N×1×M×M) to ONNX and verify it.
 
-Uses the TorchScript exporter (``dynamo=False``, pinned: its graphs for this model are verified,
-see reference-pipeline.md §3), then ``onnx.checker`` and an ONNX Runtime CPU run against torch.
+Uses the TorchScript exporter (``dynamo=False``, pinned: its graphs for this model are the verified
+ones), then ``onnx.checker`` and an ONNX Runtime CPU run against torch.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ExportError
+
 INPUT_NAME = "image"
 OUTPUT_NAME = "anomaly_map"
 
 
-class ExportMismatchError(RuntimeError):
+class ExportMismatchError(ExportError, RuntimeError):
     """ONNX Runtime output differs from torch by more than the tolerance."""
 
 
@@ -58,10 +60,12 @@ def export_onnx(model: nn.Module, path: str | Path, batch_dynamic: bool = True, 
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     got = sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
     if got.shape != expected.shape:
-        raise ExportMismatchError(f"ORT output shape {got.shape} != torch {expected.shape}")
+        raise ExportMismatchError(f"ONNX check failed: ORT output shape {got.shape} != torch "
+                                  f"{expected.shape}")
     diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
     if not diff <= tolerance:
-        raise ExportMismatchError(f"ORT vs torch max |diff| {diff:.3g} > tolerance {tolerance:.3g}")
+        raise ExportMismatchError(f"ONNX check failed: ORT vs torch max |diff| {diff:.3g} > tolerance "
+                                  f"{tolerance:.3g}")
     return {
         "path": str(path),
         "opset": opset,

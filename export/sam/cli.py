@@ -1,21 +1,12 @@
 """``robis-edge export sam``: argument definitions (standard library only); torch, onnx and
-segment-anything are imported when the command runs.
-
-Wiring (either one):
-* in ``export/cli.py``'s ``register``, after ``targets`` is created:
-  ``from .sam.cli import register_target as register_sam; register_sam(targets)``
-* or in ``edge_runtime/cli.py``'s ``build_parser``, after ``export_cli.register(sub)``:
-  ``from export.sam import cli as export_sam_cli; export_sam_cli.register(sub)``
-"""
+segment-anything are imported when the command runs."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-MODES = ("single", "multi_or", "off")
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
-CHANNEL_ORDERS = ("bgr_as_rgb", "rgb")
+from sdk.vocabulary import SAM_BUNDLE_MODES, SAM_CHANNEL_ORDERS, SAM_MODEL_TYPES
 
 
 def register_target(targets: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,32 +20,18 @@ def register_target(targets: argparse._SubParsersAction) -> argparse.ArgumentPar
         "refine.sam (docs/refine.md).")
     q.add_argument("--checkpoint", required=True, type=Path, help="sam_vit_b_01ec64.pth (or vit_l / vit_h)")
     q.add_argument("--bundle", required=True, type=Path, help="existing bundle directory to extend")
-    q.add_argument("--mode", choices=MODES, default="single",
+    q.add_argument("--mode", choices=SAM_BUNDLE_MODES, default="single",
                    help="single: mask token 0 (RoBiS' default); multi_or: union of tokens 1..3 (RoBiS for "
                    "fabric, walnuts); off: export but do not refine (default single)")
     q.add_argument("--top-n", type=int, default=3, help="boxes from the N largest coarse regions (default 3)")
-    q.add_argument("--model-type", choices=MODEL_TYPES,
+    q.add_argument("--model-type", choices=SAM_MODEL_TYPES,
                    help="check that the checkpoint is this model (default: inferred from its keys)")
-    q.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="bgr_as_rgb",
+    q.add_argument("--channel-order", choices=SAM_CHANNEL_ORDERS, default="bgr_as_rgb",
                    help="what SAM is fed: bgr_as_rgb = BGR bytes in the RGB slots, as RoBiS does "
                    "(cv2.imread, no conversion; default, for parity); rgb = true RGB")
     q.add_argument("--tolerance", type=float, default=1e-4, help="max |ORT - torch| accepted (default 1e-4)")
     q.set_defaults(func=cmd_export_sam)
     return q
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``sam`` to the ``export`` command already registered on the top-level sub-parsers
-    (call after ``export.cli.register``)."""
-    export = subparsers.choices.get("export")
-    if export is None:
-        raise RuntimeError("register export.cli first: the 'export' command is not there")
-    for action in export._actions:  # argparse keeps sub-parser actions here (no public accessor)
-        if isinstance(action, argparse._SubParsersAction):
-            if "sam" not in action.choices:
-                register_target(action)
-            return
-    raise RuntimeError("the 'export' command has no targets")
 
 
 def cmd_export_sam(args: argparse.Namespace) -> int:

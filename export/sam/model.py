@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ExportError
 from .upstream import load_upstream
 
 IMAGE_SIZE = 1024
@@ -44,7 +45,7 @@ OFFICIAL = {
 }
 
 
-class SamCheckpointError(ValueError):
+class SamCheckpointError(ExportError, ValueError):
     """A state_dict that is not a SAM checkpoint this exporter can build."""
 
 

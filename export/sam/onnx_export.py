@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ExportError
 from .model import IMAGE_SIZE, SamBoxDecoderExport, SamEncoderExport, reference_decoder
 
 ENCODER_INPUT, ENCODER_OUTPUT = "image", "embeddings"
@@ -25,7 +26,7 @@ FORBIDDEN_OPS = ("Einsum",)
 OPSET = 17
 
 
-class SamExportMismatchError(RuntimeError):
+class SamExportMismatchError(ExportError, RuntimeError):
     """ONNX Runtime differs from torch by more than the tolerance, or the graph has a forbidden op."""
 
 
@@ -179,11 +180,11 @@ def export_encoder(sam: nn.Module, path: str | Path, *, tolerance: float = 1e-4,
             expected = sam.image_encoder(x).numpy()  # the upstream module itself
         got = _ort_session(path).run([ENCODER_OUTPUT], {ENCODER_INPUT: x.numpy()})[0]
         if got.shape != expected.shape:
-            raise SamExportMismatchError(f"encoder: ORT output {got.shape} != torch {expected.shape}")
+            raise SamExportMismatchError(f"SAM encoder: ORT output {got.shape} != torch {expected.shape}")
         diff = _max_diff(got, expected)
         report.update(output_shape=list(got.shape), max_abs_diff=diff)
         if not diff <= tolerance:
-            raise SamExportMismatchError(f"encoder: ORT vs segment-anything max |diff| {diff:.3g} > "
+            raise SamExportMismatchError(f"SAM encoder: ORT vs segment-anything max |diff| {diff:.3g} > "
                                          f"tolerance {tolerance:.3g}")
     return report
 
@@ -226,11 +227,11 @@ def export_decoder(sam: nn.Module, path: str | Path, *, tolerance: float = 1e-4,
                 exp_m, exp_i = reference_decoder(sam, emb, b)
             got_m, got_i = sess.run(list(DECODER_OUTPUTS), {"embeddings": emb.numpy(), "boxes": b.numpy()})
             if got_m.shape != (n, 4, 256, 256) or got_i.shape != (n, 4):
-                raise SamExportMismatchError(f"decoder B={n}: ORT shapes {got_m.shape}, {got_i.shape}")
+                raise SamExportMismatchError(f"SAM decoder B={n}: ORT shapes {got_m.shape}, {got_i.shape}")
             diffs[str(n)] = {"masks": _max_diff(got_m, exp_m.numpy()), "iou": _max_diff(got_i, exp_i.numpy())}
         worst = max(max(d.values()) for d in diffs.values())
         report.update(max_abs_diff=worst, per_batch=diffs)
         if not worst <= tolerance:
-            raise SamExportMismatchError(f"decoder: ORT vs segment-anything max |diff| {worst:.3g} > "
+            raise SamExportMismatchError(f"SAM decoder: ORT vs segment-anything max |diff| {worst:.3g} > "
                                          f"tolerance {tolerance:.3g} ({diffs})")
     return report
