@@ -63,13 +63,10 @@ def export_sam_to_bundle(checkpoint: str | Path, bundle_dir: str | Path, *, mode
     log(f"      max |ORT - torch| = {dec['max_abs_diff']:.2e} (B = 1 and 5); "
         f"{dec['file_size_bytes'] / 2**20:.1f} MiB")
     log("[4/4] writing bundle.json")
-    files = bundle.raw.setdefault("files", {})
-    old = bundle.raw.get("refine", {}).get("sam", {})
-    for key in ("encoder", "decoder"):
-        prev = old.get(key, {}).get("file")
-        for rel in [prev, *old.get(key, {}).get("external_data", [])]:
-            if rel and rel not in (ENCODER_FILE, DECODER_FILE):
-                files.pop(rel, None)
+    old = bundle.sam
+    for rel in (old.encoder_file, *old.external_data, old.decoder_file) if old is not None else ():
+        if rel not in (ENCODER_FILE, DECODER_FILE):
+            bundle.drop_file(rel)
     for rel in (ENCODER_FILE, *enc["external_data"], DECODER_FILE):
         bundle.add_file(rel)
     section = {
@@ -100,7 +97,7 @@ def export_sam_to_bundle(checkpoint: str | Path, bundle_dir: str | Path, *, mode
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     }
-    bundle.raw.setdefault("refine", {})["sam"] = section
+    bundle.set_sam(section)
     bundle.save()
     log(f"SAM {arch.model_type} refinement (mode {mode}, top {top_n}) added to {bundle.root} in "
         f"{time.perf_counter() - t0:.1f} s")
