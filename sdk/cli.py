@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="freeze streaming statistics of a folder of images into a bundle",
                        description="Runs the bundle over a folder of images and stores the calibrated "
                        "statistics (tile normalisation min/max, MEBin search range, mean/std for "
-                       "mean+3std; reference-pipeline §5.3) in bundle.json. The statistics are RoBiS' "
+                       "mean+3std; docs/reference-pipeline.md, 'Calibration statistics') in "
+                       "bundle.json. The statistics are RoBiS' "
                        "batch statistics over exactly these images: to reproduce RoBiS' numbers on a "
                        "split, pass that split's folder. Include defective parts (--defective): with "
                        "good parts only, the MEBin range collapses. Needs no torch.")
@@ -247,6 +248,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"  MEBin search range  {b.mebin_min_th:.4f} .. {b.mebin_max_th:.4f}")
     print(f"  mean+3std           mean {b.ms_mean:.6f}  std {b.ms_std:.6f}  threshold "
           f"{float(b.meanstd_threshold(bundle.binarize_config.meanstd_k)):.3f} (0..255)")
+    from .postprocess.stats import calibration_warnings
+
     for warning in calibration_warnings(cal, args.min_images, has_defective=bool(bad)):
         print(f"  WARNING: {warning}", file=sys.stderr)
     if args.dry_run:
@@ -261,26 +264,3 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     bundle.save()
     print(f"written to {bundle.root / 'bundle.json'}")
     return 0
-
-
-def calibration_warnings(cal, min_images: int, has_defective: bool) -> list[str]:
-    """What is wrong or risky about a calibration set, in words for the person running it."""
-    out = []
-    b = cal.bins
-    if cal.n_images < min_images:
-        out.append(f"only {cal.n_images} images: statistics of a small set are unstable "
-                   f"(use at least {min_images})")
-    if not b.mebin_max_th > b.mebin_min_th:
-        out.append("all images have the same maximum score: the MEBin search range is empty and "
-                   "MEBin will produce empty masks")
-    elif b.mebin_max_th - b.mebin_min_th < 5.0:
-        out.append(f"the MEBin search range is very narrow ({b.mebin_max_th - b.mebin_min_th:.2f} on 0..255)")
-    if b.ms_std == 0.0:
-        out.append("the anomaly maps are constant: mean+3std cannot separate anything")
-    if cal.norm.amap_max <= cal.norm.amap_min:
-        out.append("the model's raw scores are constant over the set: normalisation is degenerate")
-    if not has_defective:
-        out.append("no defective images given (--defective): with good parts only the MEBin range "
-                   "collapses and thresholds shift (reference-pipeline §5.3)")
-    return out
-

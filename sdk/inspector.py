@@ -25,7 +25,7 @@ from .geometry import TilingPlan
 from .postprocess.binarize import as_map, binarize
 from .postprocess.morphology import apply_morphology
 from .postprocess.stats import SCOPES, BinStats, Calibration, NormStats, RollingStats
-from .preprocess import TilePreprocessor, prepare_frame
+from .preprocess import prepare_frame, tile_preprocessor
 from .timing import ms_since, progress_bar
 from .verdict import Region, decide, find_regions, roi_slices
 
@@ -85,6 +85,7 @@ class Inspector:
         self.preprocess_spec = self.bundle.preprocess
         self.window, self.overlap = self.bundle.tiling
         self.map_size = self.bundle.map_size
+        self.map_scale_override = self.bundle.map_scale  # read once: the frame's path reads attributes
         if isinstance(backend, str):
             self.backend = create_backend(str(self.bundle.model_path), input_size=self.preprocess_spec.size,
                                           map_size=self.map_size, backend=backend, threads=threads,
@@ -124,7 +125,6 @@ class Inspector:
         self._rolling = RollingStats(rolling_window)
         self._lock = threading.Lock()
         self._plans: dict[tuple[int, int], TilingPlan] = {}
-        self._pre: dict[tuple[int, int], TilePreprocessor] = {}
 
     # -- building blocks --------------------------------------------------------------
     def plan(self, height: int, width: int) -> TilingPlan:
@@ -135,23 +135,17 @@ class Inspector:
             plan = self._plans.setdefault(key, TilingPlan(height, width, self.window, self.overlap))
         return plan
 
-    def _preprocessor(self, tile_hw: tuple[int, int]) -> TilePreprocessor:
-        pre = self._pre.get(tile_hw)
-        if pre is None:
-            pre = self._pre.setdefault(tile_hw, TilePreprocessor(self.preprocess_spec, tile_hw))
-        return pre
-
     def _infer(self, image: np.ndarray, color: str | None) -> _Raw:
         t0 = time.perf_counter()
         img = prepare_frame(image, color)  # H×W gray or H×W×3 RGB (a view when possible)
         plan = self.plan(*img.shape[:2])
-        batch = self._preprocessor(plan.tile_hw)(plan.extract(img))
+        batch = tile_preprocessor(self.preprocess_spec, plan.tile_hw)(plan.extract(img))
         t1 = time.perf_counter()
         tiles = self.backend.run(batch)
         return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": ms_since(t1)}, img)
 
     def _merge(self, raw: _Raw, norm: NormStats, clip: bool) -> np.ndarray:
-        return raw.plan.merge(norm.normalise(raw.tiles, clip=clip), self.bundle.map_scale)
+        return raw.plan.merge(norm.normalise(raw.tiles, clip=clip), self.map_scale_override)
 
     def _finish(self, raw: _Raw, merged: np.ndarray, bins: BinStats | None, scope: str,
                 t_merge: float) -> Result:
@@ -161,7 +155,7 @@ class Inspector:
         amap = as_map(merged, self.binarize_config.precision)
         b = binarize(amap, bins, self.binarize_config)
         mask = apply_morphology(b.mask, self.morphology.closing, self.morphology.fill_holes)
-        scale = raw.plan.map_scale(self.map_size) if self.bundle.map_scale is None else self.bundle.map_scale
+        scale = self.map_scale_override or raw.plan.map_scale(self.map_size)
         rows, cols = roi_slices(self.verdict_spec.roi, scale, mask.shape)
         mask = self._apply_roi(mask, rows, cols)
         timings["binarize"] = ms_since(t0)
@@ -207,7 +201,7 @@ class Inspector:
             # One merge: normalisation is affine and never clips here (this frame is in the
             # window), so normalising the merged raw map equals merging normalised tiles up to
             # float rounding.
-            merged_raw = raw.plan.merge(raw.tiles, self.bundle.map_scale)
+            merged_raw = raw.plan.merge(raw.tiles, self.map_scale_override)
             with self._lock:
                 self._rolling.update(raw.tiles, merged_raw)
                 norm, bins = self._rolling.current()

@@ -9,6 +9,8 @@ the same order of operations as torchvision's ToTensor + Normalize.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -76,18 +78,21 @@ class TilePreprocessor:
         self._lut = [((v - np.float32(m)) / np.float32(sd)).reshape(256, 1)
                      for m, sd in zip(spec.mean, spec.std)]
 
+    def resize(self, tiles: np.ndarray) -> np.ndarray:
+        """The uint8 tiles resized to S×S (the model's input size), gray tiles resized once."""
+        if self._resize is None:
+            return tiles
+        if tiles.ndim == 3:
+            return self._resize(tiles[..., None])[..., 0]
+        return self._resize(tiles)
+
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         gray = tiles.ndim == 3
         if tiles.dtype != np.uint8 or tiles.shape[1:3] != self.tile_hw or not (
                 gray or (tiles.ndim == 4 and tiles.shape[3] == 3)):
             raise InputError(f"expected uint8 tiles of shape (N, {self.tile_hw[0]}, {self.tile_hw[1]}[, 3]), "
                              f"got {tiles.dtype} {tiles.shape}")
-        if self._resize is None:
-            small = tiles
-        elif gray:
-            small = self._resize(tiles[..., None])[..., 0]
-        else:
-            small = self._resize(tiles)
+        small = self.resize(tiles)
         n, s = small.shape[0], self.spec.size
         out = np.empty((n, 3, s, s), dtype=np.float32)
         for i in range(n):
@@ -95,3 +100,10 @@ class TilePreprocessor:
             for c_out, c_in in enumerate(self._order):
                 cv2.LUT(planes[c_in], self._lut[c_out], dst=out[i, c_out])
         return out
+
+
+@functools.lru_cache(maxsize=32)
+def tile_preprocessor(spec: PreprocessSpec, tile_hw: tuple[int, int]) -> TilePreprocessor:
+    """The preprocessor of a tile size, built once per (spec, size): its resize taps and lookup
+    tables are shared by every Inspector, the reference tiles and the training tiles."""
+    return TilePreprocessor(spec, tuple(tile_hw))

@@ -13,8 +13,9 @@
 3. export: ONNX + bundle.json (export.inpformer.bundle_export: ONNX Runtime checked against torch,
    provenance with the checkpoint sha256 and the torch/onnx versions);
 4. calibrate: ``Inspector.calibrate`` on defect-free frames (the issue asks for good-only frames;
-   reference-pipeline §5.3 warns that the MEBin range then collapses, so the verdict is tuned on
-   further held-out defect-free frames: ``min_area_px`` above every region they produce);
+   docs/reference-pipeline.md ("Calibration statistics") warns that the MEBin range then collapses,
+   so the verdict is tuned on further held-out defect-free frames: ``min_area_px`` above every
+   region they produce);
 5. evaluate: ``robis-edge inspect`` on the fresh frames; image-level recall and false-alarm rate,
    pixel F1 (full resolution), per-defect recall by kind.
 

@@ -238,8 +238,8 @@ def read_calibration(raw: Any, where: str, path: str = "calibration") -> Calibra
     norm = None
     if "amap_min" in s.raw or "amap_max" in s.raw:
         lo, hi = s.number("amap_min"), s.number("amap_max")
-        if hi <= lo:
-            raise s.fail("amap_max", f"greater than amap_min ({lo:g})", hi)
+        if hi < lo:
+            raise s.fail("amap_max", f"at least amap_min ({lo:g})", hi)
         norm = NormStats(lo, hi)
     th_lo = s.number("mebin_min_th", minimum=0.0)
     th_hi = s.number("mebin_max_th", minimum=0.0)

@@ -85,7 +85,7 @@ def store_reference_from_folder(bundle, folder: str | Path, n: int = DEFAULT_TIL
     bundle's model on ONNX Runtime CPU (``choose_tiles``), and write them into the bundle."""
     from ..backends import create_backend
     from ..imageio import IMAGE_EXTS, find_files
-    from ..preprocess import TilePreprocessor, prepare_frame
+    from ..preprocess import prepare_frame, tile_preprocessor
 
     paths = find_files(folder, IMAGE_EXTS)
     if not paths:
@@ -99,7 +99,7 @@ def store_reference_from_folder(bundle, folder: str | Path, n: int = DEFAULT_TIL
         pool.extend(cut_tiles(frame, TilingPlan(frame.shape[0], frame.shape[1], window, overlap), spec.size))
     model = create_backend(str(bundle.model_path), input_size=spec.size, map_size=bundle.map_size,
                            backend="ort-cpu")
-    pre = TilePreprocessor(spec, pool[0].shape[:2])  # every tile has the window's (or S×S) size
+    pre = tile_preprocessor(spec, pool[0].shape[:2])  # every tile has the window's (or S×S) size
     scores = np.array([float(model.run(pre(t[None])).max()) for t in pool])
     return write_reference_tiles(bundle, [pool[i] for i in choose_tiles(scores, n)], f"images under {folder}")
 

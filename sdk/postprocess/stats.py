@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import numpy as np
 
 from ..errors import CalibrationError, InputError
+from ..vocabulary import SCOPES  # noqa: F401 - re-exported
 
-Scope = Literal["batch", "calibrated", "rolling"]
-SCOPES: tuple[str, ...] = ("batch", "calibrated", "rolling")
 NORM_EPS = 1e-8  # RoBiS: (a - min) / (max - min + 1e-8) * 255
 
 
@@ -156,3 +154,26 @@ class RollingStats:
         bins = BinStats(min(maxima), max(maxima), (mean - norm.amap_min) * scale / 255.0,
                         np.sqrt(var) * scale / 255.0, len(fr))
         return norm, bins
+
+
+def calibration_warnings(cal: Calibration, min_images: int, has_defective: bool) -> list[str]:
+    """What is wrong or risky about a calibration set, in words for the person running it."""
+    out = []
+    b = cal.bins
+    if cal.n_images < min_images:
+        out.append(f"only {cal.n_images} images: statistics of a small set are unstable "
+                   f"(use at least {min_images})")
+    if not b.mebin_max_th > b.mebin_min_th:
+        out.append("all images have the same maximum score: the MEBin search range is empty and "
+                   "MEBin will produce empty masks")
+    elif b.mebin_max_th - b.mebin_min_th < 5.0:
+        out.append(f"the MEBin search range is very narrow ({b.mebin_max_th - b.mebin_min_th:.2f} on 0..255)")
+    if b.ms_std == 0.0:
+        out.append("the anomaly maps are constant: mean+3std cannot separate anything")
+    if cal.norm.amap_max <= cal.norm.amap_min:
+        out.append("the model's raw scores are constant over the set: normalisation is degenerate")
+    if not has_defective:
+        out.append("no defective images given (--defective): with good parts only the MEBin range "
+                   "collapses and thresholds shift (docs/reference-pipeline.md, \"Calibration statistics\")")
+    return out
+

@@ -10,8 +10,7 @@ import numpy as np
 
 from sdk.bundle import PreprocessSpec
 from sdk.geometry import TilingPlan
-from sdk.preprocess import TilePreprocessor, prepare_frame
-from sdk.resize import BilinearAntialiasResizer
+from sdk.preprocess import prepare_frame, tile_preprocessor
 
 from .augment import random_exposure
 
@@ -29,8 +28,8 @@ class TileSet:
 
     Each frame goes through the SDK's inference path up to the resize: ``prepare_frame`` (gray
     stays gray, uint16 ``>> 8``, BGR → RGB), ``TilingPlan(h, w, window, overlap).extract`` (zero
-    padding), ``BilinearAntialiasResizer`` (what ``TilePreprocessor`` uses; a gray tile is
-    resized once). ``batch`` then augments and normalises with ``TilePreprocessor``'s tables.
+    padding), the tile size's ``TilePreprocessor.resize`` (a gray tile is resized once). ``batch``
+    then augments and normalises with the S×S preprocessor's tables.
     """
 
     def __init__(self, frames: Iterable[Any], size: int, window: int | None = 1024, overlap: float = 0.1,
@@ -39,21 +38,13 @@ class TileSet:
         self.spec = spec or PreprocessSpec(size=self.size)
         if self.spec.size != self.size:
             raise ValueError("spec.size must equal size")
-        self._normalise = TilePreprocessor(self.spec, (self.size, self.size))
+        self._normalise = tile_preprocessor(self.spec, (self.size, self.size))
         self.tiles: list[np.ndarray] = []
         self.n_frames = 0
-        resizers: dict[tuple[int, int], BilinearAntialiasResizer | None] = {}
-        out_hw = (self.size, self.size)
         for frame, color in _as_frames(frames):
             img = prepare_frame(frame, color)
             plan = TilingPlan(img.shape[0], img.shape[1], window, overlap)
-            tiles = plan.extract(img)
-            hw = plan.tile_hw
-            if hw not in resizers:
-                resizers[hw] = None if hw == out_hw else BilinearAntialiasResizer(hw, out_hw)
-            rs = resizers[hw]
-            if rs is not None:
-                tiles = rs(tiles[..., None])[..., 0] if tiles.ndim == 3 else rs(tiles)
+            tiles = tile_preprocessor(self.spec, plan.tile_hw).resize(plan.extract(img))
             self.tiles.extend(np.ascontiguousarray(t) for t in tiles)
             self.n_frames += 1
 
