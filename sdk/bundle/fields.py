@@ -100,31 +100,28 @@ class Section:
 
     def numbers(self, name: str, length: int, default: Any = _MISSING, *, above: float | None = None,
                 nullable: bool = False) -> tuple[float, ...] | None:
-        expected = f"a list of {length} finite numbers" + (f" > {above:g}" if above is not None else "")
-        if nullable:
-            expected += " or null"
-        v = self._get(name, default, expected)
-        if v is None and nullable:
-            return None
-        if (not isinstance(v, (list, tuple)) or len(v) != length
-                or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)
-                       or (above is not None and x <= above) for x in v)):
-            raise self.fail(name, expected, v)
-        return tuple(float(x) for x in v)
+        words = f"a list of {length} finite numbers" + (f" > {above:g}" if above is not None else "")
+        ok = lambda x: (not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)  # noqa: E731
+                        and (above is None or x > above))
+        v = self._list(name, length, default, words, ok, nullable)
+        return None if v is None else tuple(float(x) for x in v)
 
     def integers(self, name: str, length: int, default: Any = _MISSING, *, minimum: int | None = None,
                  nullable: bool = False) -> tuple[int, ...] | None:
-        expected = f"a list of {length} integers" + (f" >= {minimum}" if minimum is not None else "")
-        if nullable:
-            expected += " or null"
+        words = f"a list of {length} integers" + (f" >= {minimum}" if minimum is not None else "")
+        ok = lambda x: (not isinstance(x, bool) and isinstance(x, int)  # noqa: E731
+                        and (minimum is None or x >= minimum))
+        v = self._list(name, length, default, words, ok, nullable)
+        return None if v is None else tuple(int(x) for x in v)
+
+    def _list(self, name: str, length: int, default: Any, words: str, ok, nullable: bool) -> list | None:
+        expected = words + (" or null" if nullable else "")
         v = self._get(name, default, expected)
         if v is None and nullable:
             return None
-        if (not isinstance(v, (list, tuple)) or len(v) != length
-                or any(isinstance(x, bool) or not isinstance(x, int)
-                       or (minimum is not None and x < minimum) for x in v)):
+        if not isinstance(v, (list, tuple)) or len(v) != length or not all(ok(x) for x in v):
             raise self.fail(name, expected, v)
-        return tuple(int(x) for x in v)
+        return list(v)
 
     def relative_path(self, name: str, default: Any = _MISSING) -> str:
         """A path inside the bundle: relative, forward slashes, no '..' component."""

@@ -34,6 +34,14 @@ def require_matplotlib():
     return Figure
 
 
+def _finish(fig, ax, legend: str) -> bytes:
+    """Grid, legend and layout of a report plot, as PNG bytes."""
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend, fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -95,10 +103,7 @@ def _plots(Figure, run, summary: dict) -> list[tuple[str, str]]:
         ax.text(0.5, 0.5, "no defect pixels", ha="center", va="center", transform=ax.transAxes)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall (pixels)", ylabel="precision (pixels)",
            title="Pixel precision–recall")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    out.append(("precision-recall", _png(fig)))
+    out.append(("precision-recall", _finish(fig, ax, "lower left")))
     # PRO
     fig = Figure(figsize=(3.6, 3.1))
     ax = fig.add_subplot()
@@ -121,10 +126,7 @@ def _plots(Figure, run, summary: dict) -> list[tuple[str, str]]:
                 ha="center", va="center", transform=ax.transAxes)
     ax.set(ylim=(0, 1.02), xlabel="false-positive rate (defect-free pixels)", ylabel="per-region overlap",
            title=f"PRO curve ({px.regions} regions)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    out.append(("PRO", _png(fig)))
+    out.append(("PRO", _finish(fig, ax, "lower right")))
     # image scores
     fig = Figure(figsize=(3.6, 3.1))
     ax = fig.add_subplot()
