@@ -90,6 +90,19 @@ def render(state: ServiceState) -> str:
             w.sample("latency_seconds", round(v / 1000.0, 6), stage=stage, quantile=q)
         w.sample("latency_seconds_sum", round(total_ms / 1000.0, 6), stage=stage)
         w.sample("latency_seconds_count", count, stage=stage)
+    if state.outputs:
+        w.family("output_connected", "gauge", "1 while an output can deliver (broker connected, server up).")
+        for name, o in state.outputs.items():
+            w.sample("output_connected", bool(o["connected"]), output=name)
+        for key, kind, help_ in (("sent", "counter", "Updates an output delivered."),
+                                 ("dropped", "counter", "Updates an output dropped (slow or absent peer)."),
+                                 ("failed", "counter", "Updates an output failed to deliver."),
+                                 ("queued", "gauge", "Updates waiting in an output's queue.")):
+            name_ = f"output_{key}_total" if kind == "counter" else f"output_{key}"
+            w.family(name_, kind, help_)
+            for name, o in state.outputs.items():
+                w.sample(name_, o[key], output=name)
+    w.one("health", "gauge", "1 when healthy, 0 when degraded or stopping.", state.health == "ok")
     r = state.recording
     if r is not None:
         w.one("record_written_total", "counter", "Records written by --record.", r["recorded"])
