@@ -1,0 +1,197 @@
+"""serve --opcua with a real asyncua client on loopback: the address space of
+docs/integration.md, node values equal to the last ZeroMQ result of each camera, a subscription
+to Seq that always reads one consistent result, ReloadCalibration, and user/password access that
+refuses anonymous sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+pytest.importorskip("asyncua")
+pytest.importorskip("zmq")
+
+from outputs_peers import free_port, wait_for  # noqa: E402
+from test_runtime_service import Harness  # noqa: E402
+
+from edge_runtime.config import ServiceError  # noqa: E402
+
+CAMERA_NODES = ("Seq", "Verdict", "Pass", "Score", "Regions", "ErrorCode", "Product", "LatencyMs", "Timestamp")
+
+
+@pytest.fixture
+def rig(demo_bundle):
+    made = []
+
+    def make(**cfg):
+        h = Harness([(None, str(demo_bundle))], opcua=f"opc.tcp://127.0.0.1:{free_port()}", **cfg)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+async def _read_camera(client, ns: int, camera: str) -> dict:
+    from asyncua import ua
+
+    nodes = [client.get_node(ua.NodeId(f"RobisEdge.Cameras.{camera}.{n}", ns)) for n in CAMERA_NODES]
+    values = await client.read_values(nodes)
+    return dict(zip(CAMERA_NODES, values))
+
+
+def _expected(head: dict, min_area: int) -> dict:
+    return {"Seq": head["seq"], "Verdict": head["verdict"], "Pass": head["verdict"] == "pass",
+            "Score": head["score"] or 0.0, "ErrorCode": (head["error"] or {}).get("code") or "",
+            "Regions": sum(1 for r in head["regions"] if r["area_px"] >= min_area)}
+
+
+def test_nodes_equal_the_last_result_and_seq_triggers_a_consistent_read(rig):
+    from asyncua import Client, ua
+
+    h = rig(queue_size=32)
+    url = h.svc.endpoints["opcua"]
+    min_area = h.svc.entries["demo-surface"].inspector.verdict_spec.min_area_px
+
+    async def scenario():
+        async with Client(url) as client:
+            ns = await client.get_namespace_index("urn:robis-edge")
+            root = client.get_node(ua.NodeId("RobisEdge", ns))
+            names = {(await c.read_browse_name()).Name for c in await root.get_children()}
+            assert {"Health", "FramesIn", "ResultsOut", "Dropped", "Errors", "Backend", "Cameras",
+                    "ReloadCalibration"} <= names
+            cams = client.get_node(ua.NodeId("RobisEdge.Cameras", ns))
+            before = {(await c.read_browse_name()).Name for c in await cams.get_children()}
+            assert before == {"probe"}  # created on a camera's first frame (the harness' probe)
+
+            # A subscription on cam0's Seq: on every change, read the whole camera at once.
+            seen: list[dict] = []
+            pending: list[asyncio.Task] = []
+
+            class Handler:
+                def datachange_notification(self, node, val, data):
+                    pending.append(asyncio.ensure_future(_read_camera(client, ns, "cam0")))
+
+            sub = await client.create_subscription(20, Handler())
+            first = True
+            results = {}
+            for seq in range(8):
+                for cam in ("cam0", "cam1"):
+                    h.send(h.frame(seq, seq, camera=cam))
+                if first:
+                    got = await asyncio.to_thread(h.recv_n, 2)
+                    first = False
+                    await sub.subscribe_data_change(client.get_node(ua.NodeId("RobisEdge.Cameras.cam0.Seq", ns)))
+                else:
+                    got = await asyncio.to_thread(h.recv_n, 2)
+                for head, _ in got:
+                    results[(head["camera"], head["seq"])] = head
+                await asyncio.sleep(0.05)
+            h.send([b"frame.cam1", json.dumps({"v": 1, "camera": "cam1", "seq": 99, "ts_ns": 1,
+                                               "shape": [4, 4], "dtype": "uint8", "encoding": "bmp"}).encode(),
+                    b"\0" * 16])
+            err = (await asyncio.to_thread(h.recv))[0]
+            assert err["error"]["code"] == "unsupported_encoding"
+            await asyncio.sleep(0.5)
+            for t in pending:
+                seen.append(await t)
+            await sub.delete()
+            assert len({r["Seq"] for r in seen}) >= 2
+            for r in seen:  # each read on a Seq change is one result, whichever it was
+                head = results[("cam0", r["Seq"])]
+                exp = _expected(head, min_area)
+                assert {k: r[k] for k in exp} == pytest.approx(exp)
+                assert r["Product"] == "demo-surface"
+
+            # After the stream: each camera's nodes hold its last result.
+            last0 = max((k for k in results if k[0] == "cam0"), key=lambda k: k[1])
+            r0 = await _read_camera(client, ns, "cam0")
+            assert {k: r0[k] for k in _expected(results[last0], min_area)} == pytest.approx(
+                _expected(results[last0], min_area))
+            assert r0["Product"] == "demo-surface" and r0["LatencyMs"] > 0
+            assert abs(r0["Timestamp"].timestamp() - time.time()) < 60
+            r1 = await _read_camera(client, ns, "cam1")
+            assert r1["Seq"] == 99 and r1["Verdict"] == "error" and r1["Pass"] is False
+            assert r1["ErrorCode"] == "unsupported_encoding"
+            assert {(await c.read_browse_name()).Name for c in await cams.get_children()} == {"probe", "cam0",
+                                                                                              "cam1"}
+            dtypes = {n: await client.get_node(ua.NodeId(f"RobisEdge.Cameras.cam0.{n}", ns)).read_data_type()
+                      for n in ("Seq", "Regions", "Score", "Pass", "Timestamp")}
+            assert dtypes == {"Seq": ua.NodeId(ua.ObjectIds.UInt64), "Regions": ua.NodeId(ua.ObjectIds.Int32),
+                              "Score": ua.NodeId(ua.ObjectIds.Double), "Pass": ua.NodeId(ua.ObjectIds.Boolean),
+                              "Timestamp": ua.NodeId(ua.ObjectIds.DateTime)}
+
+            # Service counters, refreshed twice a second.
+            await asyncio.sleep(0.8)
+            stats = await asyncio.to_thread(h.control, {"cmd": "stats"})
+            names = ("FramesIn", "ResultsOut", "Dropped", "Errors", "Health", "Backend")
+            svc = dict(zip(names, await client.read_values(
+                [client.get_node(ua.NodeId(f"RobisEdge.{n}", ns)) for n in names])))
+            assert svc["FramesIn"] == stats["frames_in"] and svc["ResultsOut"] == stats["frames_out"]
+            assert svc["Errors"] == sum(stats["errors"].values()) and svc["Dropped"] == stats["dropped"]
+            assert svc["Health"] == "ok" and "CPUExecutionProvider" in svc["Backend"]
+
+            # A client cannot write the results.
+            with pytest.raises(ua.UaStatusCodeError):
+                await client.get_node(ua.NodeId("RobisEdge.Cameras.cam0.Pass", ns)).write_value(True)
+
+            # ReloadCalibration does what the control socket's reload does.
+            reply = await root.call_method(ua.NodeId("RobisEdge.ReloadCalibration", ns))
+            assert json.loads(reply) == await asyncio.to_thread(h.control, {"cmd": "reload"})
+
+    asyncio.run(scenario())
+    s = h.control({"cmd": "stats"})["outputs"]["opcua"]
+    assert s["connected"] is True and s["dropped"] == 0 and s["cameras"] == 3
+
+
+def test_users_file_requires_a_password_and_refuses_anonymous(rig, tmp_path):
+    from asyncua import Client, ua
+
+    users = tmp_path / "users"
+    users.write_text("# operators\nplc:s3cret\n")
+    users.chmod(0o600)
+    h = rig(opcua_users=str(users))
+    url = h.svc.endpoints["opcua"]
+
+    async def scenario():
+        with pytest.raises(ua.UaStatusCodeError):
+            async with Client(url) as client:  # anonymous
+                await client.get_namespace_index("urn:robis-edge")
+        bad = Client(url)
+        bad.set_user("plc")
+        bad.set_password("wrong")
+        with pytest.raises(ua.UaStatusCodeError):
+            async with bad:
+                pass
+        good = Client(url)
+        good.set_user("plc")
+        good.set_password("s3cret")
+        async with good:
+            ns = await good.get_namespace_index("urn:robis-edge")
+            assert await good.get_node(ua.NodeId("RobisEdge.Health", ns)).read_value() in ("ok", "degraded")
+
+    asyncio.run(scenario())
+
+
+def test_bad_opcua_options_are_one_clear_error(demo_bundle, tmp_path):
+    from edge_runtime.config import ServiceConfig
+    from edge_runtime.service import Service
+
+    def start(**kw):
+        Service(ServiceConfig(bundles=[(None, str(demo_bundle))], input="tcp://127.0.0.1:1",
+                              output="tcp://127.0.0.1:*", backend="ort-cpu", **kw)).start()
+
+    with pytest.raises(ServiceError, match="--allow-remote"):
+        start(opcua="opc.tcp://0.0.0.0:4840")
+    with pytest.raises(ServiceError, match="opc.tcp://HOST:PORT"):
+        start(opcua="http://127.0.0.1:4840")
+    (tmp_path / "u").write_text("nobody\n")
+    with pytest.raises(ServiceError, match="user:password"):
+        start(opcua=f"opc.tcp://127.0.0.1:{free_port()}", opcua_users=str(tmp_path / "u"))
+    with pytest.raises(ServiceError, match="go together"):
+        start(opcua=f"opc.tcp://127.0.0.1:{free_port()}", opcua_cert=str(tmp_path / "c.der"))
+    wait_for(lambda: True)
