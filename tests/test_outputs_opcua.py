@@ -19,7 +19,8 @@ from test_runtime_service import Harness  # noqa: E402
 
 from edge_runtime.config import ServiceError  # noqa: E402
 
-CAMERA_NODES = ("Seq", "Verdict", "Pass", "Score", "Regions", "ErrorCode", "Product", "LatencyMs", "Timestamp")
+CAMERA_NODES = ("Seq", "Verdict", "Pass", "Score", "Regions", "ErrorCode", "Product", "LatencyMs",
+                "Timestamp")
 
 
 @pytest.fixture
@@ -85,15 +86,16 @@ def test_nodes_equal_the_last_result_and_seq_triggers_a_consistent_read(rig):
                 if first:
                     got = await asyncio.to_thread(h.recv_n, 2)
                     first = False
-                    await sub.subscribe_data_change(client.get_node(ua.NodeId("RobisEdge.Cameras.cam0.Seq", ns)))
+                    seq_node = client.get_node(ua.NodeId("RobisEdge.Cameras.cam0.Seq", ns))
+                    await sub.subscribe_data_change(seq_node)
                 else:
                     got = await asyncio.to_thread(h.recv_n, 2)
                 for head, _ in got:
                     results[(head["camera"], head["seq"])] = head
                 await asyncio.sleep(0.05)
-            h.send([b"frame.cam1", json.dumps({"v": 1, "camera": "cam1", "seq": 99, "ts_ns": 1,
-                                               "shape": [4, 4], "dtype": "uint8", "encoding": "bmp"}).encode(),
-                    b"\0" * 16])
+            bmp = {"v": 1, "camera": "cam1", "seq": 99, "ts_ns": 1, "shape": [4, 4], "dtype": "uint8",
+                   "encoding": "bmp"}
+            h.send([b"frame.cam1", json.dumps(bmp).encode(), b"\0" * 16])
             err = (await asyncio.to_thread(h.recv))[0]
             assert err["error"]["code"] == "unsupported_encoding"
             await asyncio.sleep(0.5)
@@ -121,9 +123,10 @@ def test_nodes_equal_the_last_result_and_seq_triggers_a_consistent_read(rig):
                                                                                               "cam1"}
             dtypes = {n: await client.get_node(ua.NodeId(f"RobisEdge.Cameras.cam0.{n}", ns)).read_data_type()
                       for n in ("Seq", "Regions", "Score", "Pass", "Timestamp")}
-            assert dtypes == {"Seq": ua.NodeId(ua.ObjectIds.UInt64), "Regions": ua.NodeId(ua.ObjectIds.Int32),
-                              "Score": ua.NodeId(ua.ObjectIds.Double), "Pass": ua.NodeId(ua.ObjectIds.Boolean),
-                              "Timestamp": ua.NodeId(ua.ObjectIds.DateTime)}
+            ids = ua.ObjectIds
+            assert dtypes == {"Seq": ua.NodeId(ids.UInt64), "Regions": ua.NodeId(ids.Int32),
+                              "Score": ua.NodeId(ids.Double), "Pass": ua.NodeId(ids.Boolean),
+                              "Timestamp": ua.NodeId(ids.DateTime)}
 
             # Service counters, refreshed twice a second.
             await asyncio.sleep(0.8)
