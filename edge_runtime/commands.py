@@ -90,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="OPC UA: the server certificate (DER or PEM); with --opcua-key only the encrypted "
                    "Basic256Sha256 Sign and SignAndEncrypt endpoints are offered")
     p.add_argument("--opcua-key", metavar="FILE", help="OPC UA: the private key of --opcua-cert (PEM)")
+    p.add_argument("--opcua-trust", metavar="DIR",
+                   help="OPC UA, with --opcua-cert: accept only the client certificates (DER or PEM) in DIR; "
+                   "without it any client certificate is accepted (encryption only)")
     p.add_argument("--output-queue", type=int, default=64, metavar="N",
                    help="updates waiting per output (OPC UA, MQTT, HTTP) before the oldest is dropped and "
                    "counted (default 64)")
@@ -172,7 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         metrics_port=args.metrics_port, metrics_host=args.metrics_host, http=args.http,
                         mqtt=args.mqtt, mqtt_prefix=args.mqtt_prefix, opcua=args.opcua,
                         opcua_users=args.opcua_users, opcua_cert=args.opcua_cert, opcua_key=args.opcua_key,
-                        output_queue=args.output_queue,
+                        opcua_trust=args.opcua_trust, output_queue=args.output_queue,
                         curve_secret=args.curve_secret, curve_allow=args.curve_allow)
     service = Service(cfg).start()
     stop = threading.Event()

@@ -51,6 +51,7 @@ class ServiceConfig:
     opcua_users: str | None = None  # --opcua-users FILE: user:password lines, anonymous refused
     opcua_cert: str | None = None  # --opcua-cert / --opcua-key: encrypted endpoints only
     opcua_key: str | None = None
+    opcua_trust: str | None = None  # --opcua-trust DIR: the client certificates accepted
     output_queue: int = 64  # --output-queue: updates waiting per output before the oldest is dropped
     allow_remote: bool = False  # bind non-loopback addresses only when this is set
     curve_secret: str | None = None  # --curve-secret: the server key pair (security.py)

@@ -198,3 +198,62 @@ def test_bad_opcua_options_are_one_clear_error(demo_bundle, tmp_path):
     with pytest.raises(ServiceError, match="go together"):
         start(opcua=f"opc.tcp://127.0.0.1:{free_port()}", opcua_cert=str(tmp_path / "c.der"))
     wait_for(lambda: True)
+
+
+def _certificate(folder, name: str, uri: str, server: bool):
+    """A self-signed OPC UA application certificate (DER) and its key (PEM), by asyncua's generator."""
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = cert_gen.generate_private_key()
+    use = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key, name, {}, [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost")], use)
+    cert_path, key_path = folder / f"{name}.der", folder / f"{name}.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return cert_path, key_path
+
+
+def test_certificate_offers_only_encrypted_endpoints_and_trust_refuses_strangers(rig, tmp_path):
+    from asyncua import Client, ua
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+    from edge_runtime.outputs.opcua import APPLICATION_URI
+
+    server_cert, server_key = _certificate(tmp_path, "serve", APPLICATION_URI, server=True)
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    plc_cert, plc_key = _certificate(trusted, "plc", "urn:example:plc", server=False)
+    plc_key = plc_key.rename(tmp_path / "plc.pem")
+    (tmp_path / "other").mkdir()
+    other_cert, other_key = _certificate(tmp_path / "other", "other", "urn:example:other", server=False)
+    h = rig(opcua_cert=str(server_cert), opcua_key=str(server_key), opcua_trust=str(trusted))
+    url = h.svc.endpoints["opcua"]
+
+    async def secure(cert, key) -> Client:
+        c = Client(url)
+        c.application_uri = "urn:example:plc" if cert == plc_cert else "urn:example:other"
+        await c.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key),
+                             server_certificate=str(server_cert), mode=ua.MessageSecurityMode.SignAndEncrypt)
+        return c
+
+    async def scenario():
+        endpoints = await Client(url).connect_and_get_server_endpoints()  # no session needed
+        assert {e.SecurityMode for e in endpoints} == {ua.MessageSecurityMode.Sign,
+                                                       ua.MessageSecurityMode.SignAndEncrypt}
+        with pytest.raises(ua.UaError, match="No matching endpoints"):
+            async with Client(url):  # an unencrypted client finds no endpoint
+                pass
+        client = await secure(plc_cert, plc_key)
+        async with client:
+            ns = await client.get_namespace_index("urn:robis-edge")
+            assert await client.get_node(ua.NodeId("RobisEdge.Health", ns)).read_value() in ("ok", "degraded")
+        stranger = await secure(other_cert, other_key)
+        with pytest.raises(Exception):  # noqa: B017 - refused at the secure channel, as asyncua reports it
+            async with stranger:
+                await stranger.get_namespace_index("urn:robis-edge")
+
+    asyncio.run(scenario())

@@ -35,5 +35,6 @@ def open_outputs(service: Service) -> list[Output]:
         from .opcua import OpcUaOutput
 
         outs.append(OpcUaOutput(cfg.opcua, service.snapshot, service.reload, queue_size=cfg.output_queue,
-                                users=cfg.opcua_users, cert=cfg.opcua_cert, key=cfg.opcua_key))
+                                users=cfg.opcua_users, cert=cfg.opcua_cert, key=cfg.opcua_key,
+                                trust=cfg.opcua_trust))
     return outs

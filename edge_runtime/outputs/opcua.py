@@ -9,7 +9,8 @@ and waits (a stalled loop shows as ``stalled`` and its queue drops the oldest up
 
 Access: anonymous by default; ``--opcua-users FILE`` (``user:password`` lines) requires a user name
 and password and refuses anonymous sessions; ``--opcua-cert``/``--opcua-key`` give the server a
-certificate and offer only Basic256Sha256 Sign and SignAndEncrypt endpoints (no unencrypted one).
+certificate and offer only Basic256Sha256 Sign and SignAndEncrypt endpoints (no unencrypted one);
+``--opcua-trust DIR`` then accepts only client certificates found in DIR (others are refused).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .base import Output, Update
 log = logging.getLogger("robis_edge.opcua")
 
 NAMESPACE = "urn:robis-edge"
+APPLICATION_URI = "urn:robis-edge:serve"  # the server's; its certificate's subjectAltName URI
 ROOT = "RobisEdge"
 SERVICE_REFRESH_S = 0.5  # the service-level variables (Health, counters) at most this often
 WRITE_TIMEOUT_S = 5.0
@@ -112,15 +114,21 @@ class OpcUaOutput(Output):
     name = "opcua"
 
     def __init__(self, url: str, snapshot: Callable, reload: Callable[[], dict], queue_size: int = 64,
-                 users: str | None = None, cert: str | None = None, key: str | None = None) -> None:
+                 users: str | None = None, cert: str | None = None, key: str | None = None,
+                 trust: str | None = None) -> None:
         super().__init__(queue_size)
         self.host, port = parse_opcua_url(url)
         self.port = port or _free_port(self.host)
         self.endpoint = f"opc.tcp://{self.host if ':' not in self.host else f'[{self.host}]'}:{self.port}"
         if bool(cert) != bool(key):
             raise ServiceError("--opcua-cert and --opcua-key go together")
+        if trust and not cert:
+            raise ServiceError("--opcua-trust needs --opcua-cert and --opcua-key (client certificates are "
+                               "checked on encrypted endpoints only)")
+        if trust and not Path(trust).is_dir():
+            raise ServiceError(f"--opcua-trust {trust}: not a folder")
         self._users = read_users(users) if users else None
-        self._cert, self._key = cert, key
+        self._cert, self._key, self._trust = cert, key, trust
         self._snapshot, self._reload = snapshot, reload
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -163,6 +171,7 @@ class OpcUaOutput(Output):
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("robis-edge serve")
+        await server.set_application_uri(APPLICATION_URI)
         if self._cert:
             try:
                 await server.load_certificate(self._cert)
@@ -171,6 +180,15 @@ class OpcUaOutput(Output):
                 raise ServiceError(f"--opcua-cert {self._cert} / --opcua-key {self._key}: {exc}") from exc
             server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
                                         ua.SecurityPolicyType.Basic256Sha256_Sign])
+            if self._trust:
+                from asyncua.crypto.truststore import TrustStore
+                from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+
+                store = TrustStore([Path(self._trust)], [])
+                await store.load()
+                opts = CertificateValidatorOptions
+                server.set_certificate_validator(CertificateValidator(
+                    opts.TIME_RANGE | opts.TRUSTED | opts.PEER_CLIENT, store))
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         server.set_identity_tokens([ua.UserNameIdentityToken] if self._users else [ua.AnonymousIdentityToken])
