@@ -19,10 +19,10 @@ background:#15181c;color:#e8eaed}
 header{display:flex;gap:1.5em;align-items:baseline;padding:.6em 1em;background:#22272e;flex-wrap:wrap}
 header h1{font-size:1.2em;margin:0}
 .health-ok{color:#4cc26b}.health-degraded{color:#f0b429}.health-stopping{color:#e5534b}
-main{padding:1em;display:grid;gap:1em;grid-template-columns:repeat(auto-fill,minmax(340px,1fr))}
+main{padding:1em;display:grid;gap:1em;grid-template-columns:repeat(auto-fill,minmax(380px,1fr))}
 section{background:#22272e;border-radius:6px;padding:.8em}
 section h2{font-size:1em;margin:0 0 .5em 0;color:#adbac7}
-table{border-collapse:collapse;width:100%}td,th{padding:.15em .4em;text-align:left}
+table{border-collapse:collapse;width:100%;font-size:.9em}td,th{padding:.15em .4em;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .cam img{width:100%;border-radius:4px;background:#000;min-height:80px}
 .v{font-weight:700;padding:.1em .5em;border-radius:4px}
@@ -70,7 +70,9 @@ def render_body(stats: dict, cameras: dict[str, dict]) -> str:
         err = c.get("error_code") or ""
         badge = f'<span class="v v-{escape(verdict or "none")} big">{_v(k + ".verdict", verdict)}</span>'
         score, seq = _v(k + ".score", c.get("score"), "{:.1f}"), _v(k + ".seq", c.get("seq"))
-        line = f'{badge} score {score} · seq {seq} · {_v(k + ".product", c.get("product"))}'
+        line = f'{badge} score {score} · seq {seq}'
+        if c.get("product"):
+            line += f' · {_v(k + ".product", c["product"])}'
         if err:
             line += f' · error {_v(k + ".error_code", err)}'
         latency = _v(k + ".latency_ms", c.get("latency_ms"), "{:.1f}")
@@ -92,13 +94,12 @@ def render_body(stats: dict, cameras: dict[str, dict]) -> str:
             out.append(f"<tr><td>{stage}</td><td class=n>{_v(f'latency_ms.{stage}.p50', lat[stage]['p50'])}"
                        f"</td><td class=n>{_v(f'latency_ms.{stage}.p99', lat[stage]['p99'])}</td></tr>")
     out.append("</table></section>")
-    out.append("<section><h2>bundles</h2><table><tr><th>product</th><th>backend</th><th>provider</th>"
-               "<th>precision</th></tr>")
+    out.append("<section><h2>bundles</h2><table>")
     for product, b in stats.get("bundles", {}).items():
         k = f"bundles.{product}"
-        out.append(f"<tr><td>{escape(product)}</td><td>{_v(k + '.backend', b.get('backend'))}</td>"
-                   f"<td>{_v(k + '.provider', b.get('provider'))}</td>"
-                   f"<td>{_v(k + '.precision', b.get('precision'))}</td></tr>")
+        out.append(f"<tr><th colspan=2>{escape(product)}</th></tr>")
+        for field in ("backend", "provider", "precision"):
+            out.append(f"<tr><td>{field}</td><td class=n>{_v(f'{k}.{field}', b.get(field))}</td></tr>")
     out.append("</table></section>")
     out.append("<section><h2>errors by code</h2><table>")
     for code, n in stats.get("errors", {}).items():
