@@ -287,7 +287,7 @@ class OpcUaOutput(Output):
                   "LatencyMs": float(update.latency_ms()),
                   "Timestamp": datetime.fromtimestamp(update.published, timezone.utc),
                   "Seq": int(h.get("seq") or 0)}
-        await self._write(nodes, values)
+        await self._write(nodes, values, values["Timestamp"])
 
     async def _write_service(self, state) -> None:
         c = state.counters
@@ -301,11 +301,12 @@ class OpcUaOutput(Output):
         nodes = {k: (self._service_nodes[k], getattr(ua.VariantType, kinds[k])) for k in values}
         await self._write(nodes, values)
 
-    async def _write(self, nodes: dict, values: dict) -> None:
-        """One write call to the attribute service, in ``values``' order (a result's Seq is last)."""
+    async def _write(self, nodes: dict, values: dict, now: datetime | None = None) -> None:
+        """One write call to the attribute service, in ``values``' order (a result's Seq is last),
+        every value with the source timestamp ``now`` (default: the current time)."""
         from asyncua import ua
 
-        now = datetime.now(timezone.utc)
+        now = now or datetime.now(timezone.utc)
         params = ua.WriteParameters()
         for name, value in values.items():
             nodeid, vtype = nodes[name]
