@@ -38,9 +38,7 @@ DATASET_LAYOUTS: tuple[str, ...] = ("auto", "mvtec_ad2", "mvtec_ad", "pairs")
 # Synthetic scenes of the camera simulator (sdk.tools.synthetic): textured surfaces, brushed sheets.
 SCENES: tuple[str, ...] = ("surface", "sheet")
 
-# serve's outputs beyond ZeroMQ (docs/integration.md), their fixed names and the service health.
-OUTPUTS: tuple[str, ...] = ("http", "mqtt", "opcua")
-HEALTH_STATES: tuple[str, ...] = ("ok", "degraded", "stopping")
+# Fixed names of serve's line-integration outputs (docs/integration.md).
 MQTT_DEFAULT_PREFIX = "robis-edge"
 OPCUA_NAMESPACE = "urn:robis-edge"
 

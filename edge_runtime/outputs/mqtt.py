@@ -14,7 +14,7 @@ import logging
 import threading
 from urllib.parse import urlsplit
 
-from sdk.vocabulary import is_valid_name
+from sdk.vocabulary import MQTT_DEFAULT_PREFIX, is_valid_name
 
 from ..config import ServiceError
 from .base import Output, Update
@@ -51,7 +51,7 @@ class MqttOutput(Output):
 
     name = "mqtt"
 
-    def __init__(self, url: str, prefix: str = "robis-edge", queue_size: int = 64,
+    def __init__(self, url: str, prefix: str = MQTT_DEFAULT_PREFIX, queue_size: int = 64,
                  client_id: str | None = None) -> None:
         super().__init__(queue_size)
         self.host, self.port = parse_mqtt_url(url)

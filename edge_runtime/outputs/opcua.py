@@ -29,12 +29,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sdk.vocabulary import OPCUA_NAMESPACE
+
 from ..config import ServiceError
 from .base import Output, Update
 
 log = logging.getLogger("robis_edge.opcua")
 
-NAMESPACE = "urn:robis-edge"
+NAMESPACE = OPCUA_NAMESPACE  # urn:robis-edge
 APPLICATION_URI = "urn:robis-edge:serve"  # the server's; its certificate's subjectAltName URI
 ROOT = "RobisEdge"
 SERVICE_REFRESH_S = 0.5  # the service-level variables (Health, counters) at most this often
