@@ -47,7 +47,7 @@ from .bundles import LoadedBundle, calibration_json, load_bundles, reload_calibr
 from .config import ServiceConfig, ServiceError
 from .control import handle_control
 from .logs import RateLimitedLog
-from .outputs.base import STALL_S, Detail, Update
+from .outputs.base import STALL_S, Picture, Update
 from .security import CurveKeyError, apply_server, refusal_log, server_keypair, start_authenticator
 from .state import BundleState, ServiceState
 from .stats import Stats
@@ -69,8 +69,9 @@ class _Out:
     verdict: str
     timings: dict | None
     t_recv: float | None
-    detail: Detail | None = None  # for the outputs; references only
-    product: str | None = None
+    product: str | None = None  # for the outputs: the product, its verdict rule, the picture
+    min_area_px: int | None = None
+    picture: Picture | None = None  # references only
 
 
 class Service:
@@ -100,6 +101,7 @@ class Service:
         self._reload_lock = threading.Lock()
         self.recorder = None
         self.outputs: list = []
+        self._pictures = False  # an output draws the frames (the HTTP page)
         self._auth = None
 
     # -- start / stop ----------------------------------------------------------------------
@@ -200,6 +202,7 @@ class Service:
 
         for out in open_outputs(self):
             self.outputs.append(out)
+            self._pictures |= out.wants_pictures
             out.start()
             self.endpoints[out.name] = out.endpoint
             if out.name == "http":
@@ -363,11 +366,12 @@ class Service:
                                       "scale": res.mask_scale},
                                 timings_ms=timings, model=model)
             parts = P.encode_result(h, mask_png)
-            detail = None
+            out = _Out(parts, res.verdict, timings, job.t_recv)
             if self.outputs:
-                detail = Detail(entry.product, image, P.pipeline_color(header), res,
-                                entry.inspector.verdict_spec.min_area_px)
-            self._put_out(_Out(parts, res.verdict, timings, job.t_recv, detail, entry.product))
+                out.product, out.min_area_px = entry.product, entry.inspector.verdict_spec.min_area_px
+                if self._pictures:
+                    out.picture = Picture(image, P.pipeline_color(header), res)
+            self._put_out(out)
             if self.recorder is not None:
                 self.recorder.offer(res.verdict, parts, image=image, color=P.pipeline_color(header),
                                     frame_parts=job.parts)
@@ -444,13 +448,20 @@ class Service:
                     log.error("cannot publish a result: %s", exc)
                     self.stats.incr("results_lost")
                 if self.outputs:  # after ZeroMQ, never waiting: each output drops its oldest
-                    update = Update(item.parts, item.verdict, time.time(), item.detail, item.product)
-                    for out in self.outputs:
-                        out.offer(update)
+                    self._offer(item)
         except Exception:  # pragma: no cover
             log.exception("publisher failed")
         finally:
             sock.close()  # LINGER lets queued results leave
+
+    def _offer(self, item: _Out) -> None:
+        """Hand a published result to every output; only those that draw get the picture (so a
+        stalled MQTT or OPC UA queue never holds frames)."""
+        plain = Update(item.parts, item.verdict, time.time(), item.product, item.min_area_px)
+        pictured = plain if item.picture is None else Update(plain.parts, plain.verdict, plain.published,
+                                                             plain.product, plain.min_area_px, item.picture)
+        for out in self.outputs:
+            out.offer(pictured if out.wants_pictures else plain)
 
     def _read_subscriptions(self, sock, zmq) -> None:
         while True:

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("asyncua")
 pytest.importorskip("zmq")
 
-from outputs_peers import free_port, wait_for  # noqa: E402
+from outputs_peers import free_port  # noqa: E402
 from test_runtime_service import Harness  # noqa: E402
 
 from edge_runtime.config import ServiceError  # noqa: E402
@@ -197,7 +197,30 @@ def test_bad_opcua_options_are_one_clear_error(demo_bundle, tmp_path):
         start(opcua=f"opc.tcp://127.0.0.1:{free_port()}", opcua_users=str(tmp_path / "u"))
     with pytest.raises(ServiceError, match="go together"):
         start(opcua=f"opc.tcp://127.0.0.1:{free_port()}", opcua_cert=str(tmp_path / "c.der"))
-    wait_for(lambda: True)
+    with pytest.raises(ServiceError, match="needs --opcua-cert"):
+        start(opcua=f"opc.tcp://127.0.0.1:{free_port()}", opcua_trust=str(tmp_path))
+    import socket
+
+    with socket.socket() as busy:  # the port is taken: serve does not start, and says why
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(ServiceError, match="cannot serve OPC UA"):
+            start(opcua=f"opc.tcp://127.0.0.1:{busy.getsockname()[1]}")
+
+
+def test_console_script_prints_one_line_for_bad_output_options(demo_bundle, capsys):
+    from edge_runtime.cli import main
+
+    for argv, words in ((["--http", "nonsense"], "--http 'nonsense': expected HOST:PORT"),
+                        (["--mqtt", "tcp://127.0.0.1:1883"], "expected mqtt://HOST:PORT"),
+                        (["--mqtt", "mqtt://127.0.0.1:1", "--mqtt-prefix", "a/#"], "--mqtt-prefix"),
+                        (["--opcua", "opc.tcp://10.1.2.3:4840"], "--allow-remote"),
+                        (["--http", "127.0.0.1:0", "--metrics-port", "0"], "alias of --http"),
+                        (["--output-queue", "0", "--http", "127.0.0.1:0"], "--output-queue")):
+        rc = main(["serve", "--bundle", str(demo_bundle), "--input", "tcp://127.0.0.1:1", "--output",
+                   "tcp://127.0.0.1:*", "--backend", "ort-cpu", *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and err[-1].startswith("robis-edge serve: error: ") and words in err[-1], (argv, err)
 
 
 def _certificate(folder, name: str, uri: str, server: bool):

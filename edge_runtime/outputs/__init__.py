@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Detail, Output, Update
+from .base import Output, Picture, Update
 
 if TYPE_CHECKING:
     from ..service import Service
 
-__all__ = ["Detail", "Output", "Update", "open_outputs"]
+__all__ = ["Output", "Picture", "Update", "open_outputs"]
 
 
 def open_outputs(service: Service) -> list[Output]:

@@ -25,26 +25,25 @@ STALL_S = 5.0  # an output with waiting updates that took none for this long has
 
 
 @dataclass
-class Detail:
-    """What a worker knew about an inspected frame, by reference (nothing is copied or encoded on
-    the worker): the outputs that need pictures or the verdict rule read it on their own thread."""
+class Picture:
+    """An inspected frame and its Result, by reference (nothing is copied or encoded on the
+    worker); only outputs with ``wants_pictures`` get it, and draw on their own threads."""
 
-    product: str  # the product (bundle name in serve) that judged the frame
     image: np.ndarray  # the decoded frame, as received
     color: str  # its colour layout ("gray", "bgr", "rgb")
     result: object  # sdk.inspector.Result
-    min_area_px: int  # the bundle's verdict rule: regions at least this big count
 
 
 @dataclass
 class Update:
-    """One published result: the message exactly as it left on ZeroMQ, and its detail."""
+    """One published result: the message exactly as it left on ZeroMQ, and what the worker knew."""
 
     parts: list  # (topic, header JSON, mask PNG)
     verdict: str
     published: float  # epoch seconds
-    detail: Detail | None = None  # None for error results
-    product: str | None = None  # known even for some errors (unknown product: None)
+    product: str | None = None  # the product that judged the frame; None when none was chosen
+    min_area_px: int | None = None  # that bundle's verdict rule: regions at least this big count
+    picture: Picture | None = None  # inspected frames, for outputs that want pictures
 
     @cached_property
     def header(self) -> dict:
@@ -62,9 +61,9 @@ class Update:
     def counted_regions(self) -> int:
         """Regions that count for the verdict (area at least the bundle's ``min_area_px``)."""
         regions = self.header.get("regions") or []
-        if self.detail is None:
+        if self.min_area_px is None:
             return len(regions)
-        return sum(1 for r in regions if r.get("area_px", 0) >= self.detail.min_area_px)
+        return sum(1 for r in regions if r.get("area_px", 0) >= self.min_area_px)
 
     def latency_ms(self) -> float:
         """Capture (the frame's ``ts_ns``) → publication, in ms; arrival → result when the frame
@@ -92,6 +91,7 @@ class Output:
     when no update is waiting)."""
 
     name = "output"
+    wants_pictures = False  # True: offered updates carry the frame and its Result (``picture``)
 
     def __init__(self, queue_size: int = 64) -> None:
         if queue_size < 1:

@@ -53,7 +53,7 @@ def overlay_jpeg(update: Update) -> bytes:
     from sdk.overlay import render_overlay
     from sdk.preprocess import prepare_frame
 
-    d = update.detail
+    d = update.picture
     frame = prepare_frame(d.image, d.color)
     if frame.ndim == 2:
         frame = np.repeat(frame[:, :, None], 3, axis=2)
@@ -68,6 +68,7 @@ class HttpOutput(Output):
     Prometheus text."""
 
     name = "http"
+    wants_pictures = True
 
     def __init__(self, host: str, port: int, stats: Callable[[], dict], metrics: Callable[[], str],
                  queue_size: int = 64) -> None:
@@ -118,7 +119,7 @@ class HttpOutput(Output):
             latest = self._cameras.setdefault(camera, _Latest())
         with latest.lock:
             latest.update = update
-            if update.detail is not None:
+            if update.picture is not None:
                 latest.pictured = update
         self.count("sent")
 
