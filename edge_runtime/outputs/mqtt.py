@@ -61,6 +61,7 @@ class MqttOutput(Output):
         self._client_id = client_id or ""
         self._connected = threading.Event()
         self._connects = 0
+        self._closing = False
         self._client = None
 
     def open(self) -> None:
@@ -92,7 +93,7 @@ class MqttOutput(Output):
         log.info("MQTT connected to %s (topics %s/...)", self.endpoint, self.prefix)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:
             log.warning("MQTT broker %s lost (%s): reconnecting with back-off; results are dropped "
                         "meanwhile", self.endpoint, reason_code)
         self._connected.clear()
@@ -115,6 +116,7 @@ class MqttOutput(Output):
         c = self._client
         if c is None:
             return
+        self._closing = True
         if self._connected.is_set():
             # RuntimeError/ValueError: the broker went away meanwhile, and the last will says it.
             with contextlib.suppress(RuntimeError, ValueError):
