@@ -280,3 +280,64 @@ def test_certificate_offers_only_encrypted_endpoints_and_trust_refuses_strangers
                 await stranger.get_namespace_index("urn:robis-edge")
 
     asyncio.run(scenario())
+
+
+def test_a_stalled_opcua_client_does_not_delay_zeromq(rig):
+    """A client subscribed to every camera variable whose event loop then freezes, and a raw TCP
+    peer that opens a connection and never speaks: ZeroMQ results keep coming, the nodes keep up."""
+    import socket
+    import threading
+
+    from asyncua import Client, ua
+
+    h = rig(queue_size=32)
+    url = h.svc.endpoints["opcua"]
+    host, port = url[len("opc.tcp://"):].rsplit(":", 1)
+    h.send(h.frame(0, 0))
+    h.recv()
+    subscribed, release = threading.Event(), threading.Event()
+
+    def frozen_client():
+        async def run():
+            async with Client(url) as client:
+                ns = await client.get_namespace_index("urn:robis-edge")
+
+                class Sink:
+                    def datachange_notification(self, node, val, data):
+                        pass
+
+                sub = await client.create_subscription(10, Sink())
+                nodes = [client.get_node(ua.NodeId(f"RobisEdge.Cameras.cam0.{name}", ns))
+                         for name in CAMERA_NODES]
+                await sub.subscribe_data_change(nodes)
+                subscribed.set()
+                release.wait(30)  # blocks this client's event loop: it reads nothing more
+
+        asyncio.run(run())
+
+    t = threading.Thread(target=frozen_client, daemon=True)
+    t.start()
+    mute = socket.create_connection((host, int(port)))
+    try:
+        assert subscribed.wait(30)
+        n = 30
+        for seq in range(1, n + 1):
+            h.send(h.frame(seq, seq))
+        got = h.recv_n(n, timeout=30)
+        assert sorted(r[0]["seq"] for r in got) == list(range(1, n + 1))
+
+        async def read_seq():
+            async with Client(url) as client:
+                ns = await client.get_namespace_index("urn:robis-edge")
+                return await client.get_node(ua.NodeId("RobisEdge.Cameras.cam0.Seq", ns)).read_value()
+
+        deadline = time.monotonic() + 10
+        while asyncio.run(read_seq()) != n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert asyncio.run(read_seq()) == n
+        s = h.control({"cmd": "stats"})["outputs"]["opcua"]
+        assert s["dropped"] == 0 and s["failed"] == 0 and not s["stalled"]
+    finally:
+        release.set()
+        mute.close()
+        t.join(10)

@@ -62,6 +62,7 @@ class MqttOutput(Output):
         self._connected = threading.Event()
         self._connects = 0
         self._closing = False
+        self._bad_cameras: set[str] = set()
         self._client = None
 
     def open(self) -> None:
@@ -109,6 +110,13 @@ class MqttOutput(Output):
             self.count("dropped")
             return
         camera = update.camera or "unknown"
+        if "+" in camera or "#" in camera:  # MQTT wildcards cannot be in a topic one publishes to
+            self.count("failed")
+            if camera not in self._bad_cameras:
+                self._bad_cameras.add(camera)
+                log.error("camera %r cannot be an MQTT topic level ('+' and '#' are wildcards): its "
+                          "results are not published on MQTT", camera)
+            return
         info = self._client.publish(f"{self.prefix}/{camera}/result", update.header_json, qos=QOS)
         self.count("sent" if info.rc == 0 else "dropped")
 
