@@ -243,3 +243,20 @@ def test_page_in_headless_chromium(rig, tmp_path):
     # The overlay of cam0 is drawn: pixels of the heat map's colours are on the screenshot.
     hsv = cv2.cvtColor(png, cv2.COLOR_BGR2HSV)
     assert ((hsv[..., 1] > 120) & (hsv[..., 2] > 120)).mean() > 0.01
+
+
+def test_a_failing_output_leaves_nothing_bound(demo_bundle):
+    """--http is bound first; when --mqtt then fails, serve does not start and the port is free again."""
+    from outputs_peers import free_port
+
+    from edge_runtime.config import ServiceConfig, ServiceError
+    from edge_runtime.service import Service
+
+    port = free_port()
+    cfg = ServiceConfig(bundles=[(None, str(demo_bundle))], input="tcp://127.0.0.1:1",
+                        output="tcp://127.0.0.1:*", backend="ort-cpu", http=f"127.0.0.1:{port}",
+                        mqtt="mqtt://127.0.0.1:1883", mqtt_prefix="bad/#")
+    with pytest.raises(ServiceError, match="--mqtt-prefix"):
+        Service(cfg).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free again

@@ -16,25 +16,31 @@ __all__ = ["Output", "Picture", "Update", "open_outputs"]
 
 
 def open_outputs(service: Service) -> list[Output]:
-    """The outputs ``service.config`` asks for, opened (not started); ServiceError when one cannot."""
+    """The outputs ``service.config`` asks for, made (bound, not started); ServiceError when one
+    cannot be, after closing those already made."""
     cfg = service.config
     outs: list[Output] = []
-    http = cfg.http_address()
-    if http is not None:
-        from ..control import stats_reply
-        from ..metrics import render
-        from .http import HttpOutput
+    try:
+        http = cfg.http_address()
+        if http is not None:
+            from ..control import stats_reply
+            from ..metrics import render
+            from .http import HttpOutput
 
-        outs.append(HttpOutput(http[0], http[1], lambda: stats_reply(service.snapshot()),
-                               lambda: render(service.snapshot()), queue_size=cfg.output_queue))
-    if cfg.mqtt:
-        from .mqtt import MqttOutput
+            outs.append(HttpOutput(http[0], http[1], lambda: stats_reply(service.snapshot()),
+                                   lambda: render(service.snapshot()), queue_size=cfg.output_queue))
+        if cfg.mqtt:
+            from .mqtt import MqttOutput
 
-        outs.append(MqttOutput(cfg.mqtt, cfg.mqtt_prefix, queue_size=cfg.output_queue))
-    if cfg.opcua:
-        from .opcua import OpcUaOutput
+            outs.append(MqttOutput(cfg.mqtt, cfg.mqtt_prefix, queue_size=cfg.output_queue))
+        if cfg.opcua:
+            from .opcua import OpcUaOutput
 
-        outs.append(OpcUaOutput(cfg.opcua, service.snapshot, service.reload, queue_size=cfg.output_queue,
-                                users=cfg.opcua_users, cert=cfg.opcua_cert, key=cfg.opcua_key,
-                                trust=cfg.opcua_trust))
+            outs.append(OpcUaOutput(cfg.opcua, service.snapshot, service.reload, queue_size=cfg.output_queue,
+                                    users=cfg.opcua_users, cert=cfg.opcua_cert, key=cfg.opcua_key,
+                                    trust=cfg.opcua_trust))
+    except BaseException:
+        for out in outs:
+            out.close()
+        raise
     return outs

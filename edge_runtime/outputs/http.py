@@ -99,9 +99,10 @@ class HttpOutput(Output):
         log.info("HTTP on %s (page /, /api/stats, /metrics)", self.url)
 
     def close(self) -> None:
-        self._httpd.shutdown()
+        if self._server_thread.is_alive():  # shutdown() waits for serve_forever: only when it runs
+            self._httpd.shutdown()
+            self._server_thread.join(2)
         self._httpd.server_close()
-        self._server_thread.join(2)
 
     def connected(self) -> bool:
         return self._server_thread.is_alive()
