@@ -45,14 +45,14 @@ def get(url: str) -> tuple[str, bytes]:
 
 
 def _stream(h, n: int = 6) -> dict:
-    """Send n frames of cam0 and cam1 and one error; the last ZeroMQ result per camera."""
+    """Send n frames of cam0 and cam1; the last ZeroMQ result per camera."""
     for seq in range(n):
         for cam in ("cam0", "cam1"):
             h.send(h.frame(seq, seq, camera=cam))
     got = h.recv_n(2 * n)
     assert len(got) == 2 * n
     last = {}
-    for head, _ in sorted(got, key=lambda r: r[0]["seq"]):
+    for head, _ in got:  # in ZeroMQ order: with 2 workers results may leave out of seq order
         last[head["camera"]] = head
     return last
 
@@ -106,9 +106,10 @@ def test_a_stalled_browser_does_not_delay_zeromq(rig):
         s.sendall(b"GET /api/cameras/cam0/latest.jpg HTTP/1.1\r\nHost: x\r\n")
         stalled.append(s)
     try:
-        last = _stream(h, 8)
-        assert last["cam0"]["seq"] == 7
-        assert json.loads(get(h.svc.endpoints["http"] + "api/stats")[1])["frames_out"] >= 16
+        for seq in range(8):
+            h.send(h.frame(seq, seq))
+        assert sorted(r[0]["seq"] for r in h.recv_n(8)) == list(range(8))
+        assert json.loads(get(h.svc.endpoints["http"] + "api/stats")[1])["frames_out"] >= 8
     finally:
         for s in stalled:
             s.close()
