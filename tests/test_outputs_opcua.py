@@ -87,6 +87,12 @@ def test_nodes_equal_the_last_result_and_seq_triggers_a_consistent_read(rig):
                     got = await asyncio.to_thread(h.recv_n, 2)
                     first = False
                     seq_node = client.get_node(ua.NodeId("RobisEdge.Cameras.cam0.Seq", ns))
+                    for _ in range(100):  # the output thread creates the node just after ZeroMQ sent
+                        try:
+                            await seq_node.read_value()
+                            break
+                        except ua.UaStatusCodeError:
+                            await asyncio.sleep(0.05)
                     await sub.subscribe_data_change(seq_node)
                 else:
                     got = await asyncio.to_thread(h.recv_n, 2)
@@ -99,7 +105,11 @@ def test_nodes_equal_the_last_result_and_seq_triggers_a_consistent_read(rig):
             h.send([b"frame.cam1", json.dumps(bmp).encode(), b"\0" * 16])
             err = (await asyncio.to_thread(h.recv))[0]
             assert err["error"]["code"] == "unsupported_encoding"
-            await asyncio.sleep(0.5)
+            for _ in range(100):  # until the output's thread has written the last results
+                if (await _read_camera(client, ns, "cam1"))["Seq"] == 99:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
             for t in pending:
                 seen.append(await t)
             await sub.delete()
@@ -310,6 +320,12 @@ def test_a_stalled_opcua_client_does_not_delay_zeromq(rig):
                 sub = await client.create_subscription(10, Sink())
                 nodes = [client.get_node(ua.NodeId(f"RobisEdge.Cameras.cam0.{name}", ns))
                          for name in CAMERA_NODES]
+                for _ in range(100):  # created by the output's thread just after ZeroMQ sent
+                    try:
+                        await nodes[-1].read_value()
+                        break
+                    except ua.UaStatusCodeError:
+                        await asyncio.sleep(0.05)
                 await sub.subscribe_data_change(nodes)
                 subscribed.set()
                 release.wait(30)  # blocks this client's event loop: it reads nothing more

@@ -86,7 +86,12 @@ def test_serve_process_with_all_three_outputs(demo_bundle, tmp_path):
                 ns = await client.get_namespace_index("urn:robis-edge")
                 names = ("Seq", "Verdict", "Pass", "Score", "ErrorCode")
                 nodes = [client.get_node(f"ns={ns};s=RobisEdge.Cameras.cam0.{n}") for n in names]
-                return dict(zip(names, await client.read_values(nodes)))
+                for _ in range(100):  # the OPC UA output runs on its own thread: let it catch up
+                    values = dict(zip(names, await client.read_values(nodes)))
+                    if values["Seq"] == last["seq"]:
+                        break
+                    await asyncio.sleep(0.05)
+                return values
 
         node = asyncio.run(read_opcua())
         assert node == {"Seq": last["seq"], "Verdict": last["verdict"], "Pass": last["verdict"] == "pass",
