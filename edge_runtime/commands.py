@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sdk.vocabulary import BACKEND_HELP, SCENES
+from sdk.vocabulary import BACKEND_HELP, MQTT_DEFAULT_PREFIX, OPCUA_NAMESPACE, SCENES
 
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"  # the camera's PUB (robis-edge camera --output default)
 DEFAULT_OUTPUT = "tcp://127.0.0.1:5556"  # serve's results
@@ -54,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight frames on SIGTERM/SIGINT (default 30)")
     p.add_argument("--allow-remote", action="store_true",
-                   help="allow binding --output/--control/--metrics-host to non-loopback addresses "
-                   "(by default serve refuses: only this host can reach it)")
+                   help="allow binding --output/--control/--http/--opcua/--metrics-host to non-loopback "
+                   "addresses (by default serve refuses: only this host can reach it)")
     p.add_argument("--record", metavar="DIR",
                    help="record frames (PNG), masks (PNG) and result headers (JSON) of chosen results to "
                    "DIR, written by a separate thread (never slows the pipeline; dropped and counted "
@@ -65,10 +65,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record-what", choices=("fail", "error", "all"), default="fail",
                    help="fail: every result that is not a pass (fail and error; default); error: errors "
                    "only; all: every result")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="HTTP output (docs/integration.md): the operators' live page /, /api/stats, "
+                   "/api/cameras, /api/cameras/<camera>/latest.jpg and Prometheus /metrics (port 0: any "
+                   "free port)")
     p.add_argument("--metrics-port", type=int, metavar="N",
-                   help="serve Prometheus metrics on http://HOST:N/metrics (0: any free port)")
+                   help="alias of --http METRICS_HOST:N (the same server, Prometheus on /metrics)")
     p.add_argument("--metrics-host", default="127.0.0.1",
-                   help="address of the metrics HTTP server (default 127.0.0.1; others need --allow-remote)")
+                   help="address for --metrics-port (default 127.0.0.1; others need --allow-remote)")
+    p.add_argument("--mqtt", metavar="mqtt://HOST:PORT",
+                   help="publish every result to an MQTT broker: <prefix>/<camera>/result (QoS 1) and a "
+                   "retained <prefix>/status online/offline with a last will; reconnects with back-off, "
+                   "drops and counts results while the broker is away (needs the integration extra)")
+    p.add_argument("--mqtt-prefix", default=MQTT_DEFAULT_PREFIX, metavar="PREFIX",
+                   help=f"first topic levels of --mqtt (default {MQTT_DEFAULT_PREFIX})")
+    p.add_argument("--opcua", metavar="opc.tcp://HOST:PORT",
+                   help=f"OPC UA server (namespace {OPCUA_NAMESPACE}): service counters, one object per "
+                   "camera with the latest result (Seq written last), method ReloadCalibration (needs the "
+                   "integration extra)")
+    p.add_argument("--opcua-users", metavar="FILE",
+                   help="OPC UA: require a user name and password from FILE (user:password lines, keep it "
+                   "mode 0600); anonymous sessions are refused")
+    p.add_argument("--opcua-cert", metavar="FILE",
+                   help="OPC UA: the server certificate (DER or PEM); with --opcua-key only the encrypted "
+                   "Basic256Sha256 Sign and SignAndEncrypt endpoints are offered")
+    p.add_argument("--opcua-key", metavar="FILE", help="OPC UA: the private key of --opcua-cert (PEM)")
+    p.add_argument("--opcua-trust", metavar="DIR",
+                   help="OPC UA, with --opcua-cert: accept only the client certificates (DER or PEM) in DIR; "
+                   "without it any client certificate is accepted (encryption only)")
+    p.add_argument("--output-queue", type=int, default=64, metavar="N",
+                   help="updates waiting per output (OPC UA, MQTT, HTTP) before the oldest is dropped and "
+                   "counted (default 64)")
     p.add_argument("--curve-secret", metavar="FILE",
                    help="CURVE: serve's key pair (NAME.key_secret from robis-edge keys); encrypts and "
                    "authenticates every socket (input, output, control), serve being the CURVE server")
@@ -145,7 +172,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         mask_scale=args.mask_scale, drain_timeout_s=args.drain_timeout,
                         allow_remote=args.allow_remote, record_dir=args.record,
                         record_quota_mb=args.record_quota_mb, record_what=args.record_what,
-                        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                        metrics_port=args.metrics_port, metrics_host=args.metrics_host, http=args.http,
+                        mqtt=args.mqtt, mqtt_prefix=args.mqtt_prefix, opcua=args.opcua,
+                        opcua_users=args.opcua_users, opcua_cert=args.opcua_cert, opcua_key=args.opcua_key,
+                        opcua_trust=args.opcua_trust, output_queue=args.output_queue,
                         curve_secret=args.curve_secret, curve_allow=args.curve_allow)
     service = Service(cfg).start()
     stop = threading.Event()
@@ -160,7 +190,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         print(f"serve: ready output={service.endpoints['output']} control={service.endpoints.get('control')}"
-              f" metrics={service.endpoints.get('metrics')}", file=sys.stderr, flush=True)
+              f" metrics={service.endpoints.get('metrics')}"
+              + "".join(f" {k}={service.endpoints[k]}" for k in ("http", "mqtt", "opcua")
+                        if k in service.endpoints),
+              file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
         logging.getLogger("robis_edge.serve").info("signal %s received", received[0])

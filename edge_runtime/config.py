@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdk.errors import RobisError
-from sdk.vocabulary import parse_product_bundle
+from sdk.vocabulary import MQTT_DEFAULT_PREFIX, parse_product_bundle
 
 from .work_queue import POLICIES
 
@@ -44,6 +44,15 @@ class ServiceConfig:
     record_queue: int = 32
     metrics_port: int | None = None  # --metrics-port: Prometheus /metrics over HTTP (metrics.py)
     metrics_host: str = "127.0.0.1"
+    http: str | None = None  # --http HOST:PORT: page, /api/*, /metrics (outputs/http.py)
+    mqtt: str | None = None  # --mqtt mqtt://HOST:PORT (outputs/mqtt.py)
+    mqtt_prefix: str = MQTT_DEFAULT_PREFIX
+    opcua: str | None = None  # --opcua opc.tcp://HOST:PORT (outputs/opcua.py)
+    opcua_users: str | None = None  # --opcua-users FILE: user:password lines, anonymous refused
+    opcua_cert: str | None = None  # --opcua-cert / --opcua-key: encrypted endpoints only
+    opcua_key: str | None = None
+    opcua_trust: str | None = None  # --opcua-trust DIR: the client certificates accepted
+    output_queue: int = 64  # --output-queue: updates waiting per output before the oldest is dropped
     allow_remote: bool = False  # bind non-loopback addresses only when this is set
     curve_secret: str | None = None  # --curve-secret: the server key pair (security.py)
     curve_allow: str | None = None  # --curve-allow: folder of allowed client public keys (*.key)
@@ -59,6 +68,21 @@ class ServiceConfig:
             raise ServiceError("--workers and --queue-size must be at least 1")
         if not self.bundles:
             raise ServiceError("give at least one --bundle")
+        if self.http is not None and self.metrics_port is not None:
+            raise ServiceError("--metrics-port is an alias of --http (which serves /metrics too): give one")
+        if self.output_queue < 1:
+            raise ServiceError("--output-queue must be at least 1")
+        self.http_address()
+
+    def http_address(self) -> tuple[str, int] | None:
+        """(host, port) of the HTTP output: ``--http``, or ``--metrics-host``:``--metrics-port``."""
+        if self.http is not None:
+            from .outputs.http import parse_http_address
+
+            return parse_http_address(self.http)
+        if self.metrics_port is not None:
+            return self.metrics_host, self.metrics_port
+        return None
 
 
 def parse_bundle_spec(spec: str) -> tuple[str | None, str]:

@@ -31,7 +31,7 @@ def handle_control(service: Service, raw: bytes) -> dict:
 def health_reply(state: ServiceState) -> dict:
     """``{"cmd": "health"}``: is it running, what does it serve, is anything coming out."""
     c = state.counters
-    return {"ok": True, "status": state.status, "uptime_s": c.uptime_s,
+    return {"ok": True, "status": state.status, "health": state.health, "uptime_s": c.uptime_s,
             "bundles": [b.product for b in state.bundles], "default": state.default,
             "frames_in": c.frames_in, "frames_out": c.frames_out, "queue_depth": state.queue_depth,
             "subscribers": state.subscribers, "last_result_age_s": c.last_result_age_s}
@@ -39,13 +39,15 @@ def health_reply(state: ServiceState) -> dict:
 
 def stats_reply(state: ServiceState) -> dict:
     """``{"cmd": "stats"}``: the counters, latencies, queues, endpoints, recording and bundles."""
-    d = {"ok": True, **state.counters.to_json()}
+    d = {"ok": True, "health": state.health, **state.counters.to_json()}
     d["queue"] = {"depth": state.queue_depth, "capacity": state.queue_capacity, "policy": state.policy,
                   "publish_depth": state.publish_depth, "workers": state.workers}
     d["subscribers"] = state.subscribers
     d["endpoints"] = dict(state.endpoints)
     if state.recording is not None:
         d["recording"] = dict(state.recording)
+    if state.outputs:
+        d["outputs"] = {name: dict(o) for name, o in state.outputs.items()}
     d["bundles"] = {b.product: {**b.info, "default": b.default, "calibration": b.calibration}
                     for b in state.bundles}
     return d

@@ -1,22 +1,15 @@
-"""Prometheus metrics of ``robis-edge serve`` over HTTP (``--metrics-port``), standard library only.
+"""Prometheus metrics of ``robis-edge serve``: :func:`render` writes a snapshot in the text
+exposition format (version 0.0.4), standard library only.
 
-``GET /metrics`` answers the Prometheus text exposition format (version 0.0.4), rendered from the
-service's statistics on each scrape; any other path is a 404. The HTTP server runs in a daemon
-thread (one short-lived thread per request) and never touches the sockets or the pipeline: a
-scrape costs a lock and a percentile over the latency windows.
+The HTTP output (``--http``, or its alias ``--metrics-port``; edge_runtime/outputs/http.py)
+serves it as ``GET /metrics``, rendered on each scrape from ``Service.snapshot()``; it never
+touches the sockets or the pipeline: a scrape costs a lock and a percentile over the latency
+windows.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 from .state import ServiceState
-
-log = logging.getLogger("robis_edge.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "robis_edge_"
@@ -90,6 +83,19 @@ def render(state: ServiceState) -> str:
             w.sample("latency_seconds", round(v / 1000.0, 6), stage=stage, quantile=q)
         w.sample("latency_seconds_sum", round(total_ms / 1000.0, 6), stage=stage)
         w.sample("latency_seconds_count", count, stage=stage)
+    if state.outputs:
+        w.family("output_connected", "gauge", "1 while an output can deliver (broker connected, server up).")
+        for name, o in state.outputs.items():
+            w.sample("output_connected", bool(o["connected"]), output=name)
+        for key, kind, help_ in (("sent", "counter", "Updates an output delivered."),
+                                 ("dropped", "counter", "Updates an output dropped (slow or absent peer)."),
+                                 ("failed", "counter", "Updates an output failed to deliver."),
+                                 ("queued", "gauge", "Updates waiting in an output's queue.")):
+            name_ = f"output_{key}_total" if kind == "counter" else f"output_{key}"
+            w.family(name_, kind, help_)
+            for name, o in state.outputs.items():
+                w.sample(name_, o[key], output=name)
+    w.one("health", "gauge", "1 when healthy, 0 when degraded or stopping.", state.health == "ok")
     r = state.recording
     if r is not None:
         w.one("record_written_total", "counter", "Records written by --record.", r["recorded"])
@@ -101,54 +107,3 @@ def render(state: ServiceState) -> str:
         w.one("record_quota_bytes", "gauge", "The record folder's quota.", r["quota_bytes"])
         w.one("record_queue_depth", "gauge", "Records waiting to be written.", r["queue_depth"])
     return w.text()
-
-
-class MetricsServer:
-    """``/metrics`` on ``host:port`` (port 0: any free port; see ``url``), rendered from
-    ``snapshot()`` (a service's ``Service.snapshot``) on each scrape."""
-
-    def __init__(self, snapshot: Callable[[], ServiceState], host: str = "127.0.0.1", port: int = 0) -> None:
-        self.snapshot = snapshot
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "robis-edge-metrics"
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path.split("?", 1)[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served here")
-                    return
-                try:
-                    body = render(snapshot()).encode("utf-8")
-                except Exception as exc:  # pragma: no cover - a scrape must not kill the thread
-                    log.exception("cannot render metrics")
-                    self.send_error(500, f"{type(exc).__name__}: {exc}")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt, *args) -> None:
-                log.debug("%s %s", self.address_string(), fmt % args)
-
-        server_cls = ThreadingHTTPServer
-        if ":" in host:  # an IPv6 address such as ::1
-            server_cls = type("ThreadingHTTPServerV6", (ThreadingHTTPServer,),
-                              {"address_family": socket.AF_INET6})
-        self._httpd = server_cls((host, port), Handler)
-        self._httpd.daemon_threads = True
-        h, p = self._httpd.server_address[:2]
-        self.url = f"http://{h if ':' not in h else f'[{h}]'}:{p}/metrics"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="serve-metrics", daemon=True)
-
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        log.info("metrics on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(2)

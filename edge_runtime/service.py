@@ -9,6 +9,9 @@ Threads and queues (every queue is bounded)::
                               │
                               ▼
                           publisher ──XPUB (PUB-compatible)──▶ subscribers
+                              │ Output.offer (never blocks; each output drops its oldest update)
+                              ▼
+                          outputs: OPC UA, MQTT, HTTP (edge_runtime/outputs/, a thread each)
     control (REP): health / stats / reload
 
 - The receiver only reads the socket, stamps the arrival time and queues the message: it never
@@ -44,6 +47,7 @@ from .bundles import LoadedBundle, calibration_json, load_bundles, reload_calibr
 from .config import ServiceConfig, ServiceError
 from .control import handle_control
 from .logs import RateLimitedLog
+from .outputs.base import STALL_S, Picture, Update
 from .security import CurveKeyError, apply_server, refusal_log, server_keypair, start_authenticator
 from .state import BundleState, ServiceState
 from .stats import Stats
@@ -65,6 +69,9 @@ class _Out:
     verdict: str
     timings: dict | None
     t_recv: float | None
+    product: str | None = None  # for the outputs: the product, its verdict rule, the picture
+    min_area_px: int | None = None
+    picture: Picture | None = None  # references only
 
 
 class Service:
@@ -93,7 +100,8 @@ class Service:
         self._ctx = None
         self._reload_lock = threading.Lock()
         self.recorder = None
-        self.metrics = None
+        self.outputs: list = []
+        self._pictures = False  # an output draws the frames (the HTTP page)
         self._auth = None
 
     # -- start / stop ----------------------------------------------------------------------
@@ -137,16 +145,12 @@ class Service:
                                                   daemon=True))
         self._workers = [threading.Thread(target=self._worker, name=f"serve-worker-{i}", daemon=True)
                          for i in range(cfg.workers)]
-        if cfg.metrics_port is not None:
-            from .metrics import MetricsServer
-
-            try:
-                self.metrics = MetricsServer(self.snapshot, cfg.metrics_host, cfg.metrics_port).start()
-            except OSError as exc:
-                self._abort_start(ctx, socks)
-                raise ServiceError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}") \
-                    from exc
-            self.endpoints["metrics"] = self.metrics.url
+        try:
+            self._start_outputs()
+        except ServiceError:
+            self._stop_outputs()
+            self._abort_start(ctx, socks)
+            raise
         for t in self._workers + self._threads:
             t.start()
         log.info("serving %s: input %s (%s), output %s, control %s; %d worker(s), overload policy %s, "
@@ -188,6 +192,28 @@ class Service:
             ctl.bind(cfg.control)
             self.endpoints["control"] = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
         return inp, out, ctl
+
+    def _start_outputs(self) -> None:
+        """Open and start the outputs asked for (docs/integration.md); their addresses go to
+        ``endpoints``."""
+        if not (self.config.http_address() or self.config.mqtt or self.config.opcua):
+            return
+        from .outputs import open_outputs
+
+        for out in open_outputs(self):
+            self.outputs.append(out)
+            self._pictures |= out.wants_pictures
+            out.start()
+            self.endpoints[out.name] = out.endpoint
+            if out.name == "http":
+                self.endpoints["metrics"] = out.url + "metrics"
+
+    def _stop_outputs(self, timeout: float = 2.0) -> None:
+        for out in self.outputs:
+            try:
+                out.stop(timeout)
+            except Exception:  # pragma: no cover - stopping the others matters more
+                log.exception("output %s did not stop cleanly", out.name)
 
     def _abort_start(self, ctx, socks: list) -> None:
         """Undo a start that failed half-way: close the sockets, the authenticator and the context."""
@@ -243,8 +269,7 @@ class Service:
             self._ctx.term()
         if self.recorder is not None:
             self.recorder.close(max(1.0, deadline - time.monotonic()))
-        if self.metrics is not None:
-            self.metrics.stop()
+        self._stop_outputs(max(1.0, deadline - time.monotonic()))
         s = self.stats.snapshot()
         log.info("stopped: %d frame(s) in, %d result(s) out, %d dropped, errors %s", s["frames_in"],
                  s["frames_out"], s["dropped"], {k: v for k, v in s["errors"].items() if v} or "none")
@@ -341,7 +366,12 @@ class Service:
                                       "scale": res.mask_scale},
                                 timings_ms=timings, model=model)
             parts = P.encode_result(h, mask_png)
-            self._put_out(_Out(parts, res.verdict, timings, job.t_recv))
+            out = _Out(parts, res.verdict, timings, job.t_recv)
+            if self.outputs:
+                out.product, out.min_area_px = entry.product, entry.inspector.verdict_spec.min_area_px
+                if self._pictures:
+                    out.picture = Picture(image, P.pipeline_color(header), res)
+            self._put_out(out)
             if self.recorder is not None:
                 self.recorder.offer(res.verdict, parts, image=image, color=P.pipeline_color(header),
                                     frame_parts=job.parts)
@@ -417,10 +447,21 @@ class Service:
                 except zmq.ZMQError as exc:  # pragma: no cover - XPUB does not block; report anyway
                     log.error("cannot publish a result: %s", exc)
                     self.stats.incr("results_lost")
+                if self.outputs:  # after ZeroMQ, never waiting: each output drops its oldest
+                    self._offer(item)
         except Exception:  # pragma: no cover
             log.exception("publisher failed")
         finally:
             sock.close()  # LINGER lets queued results leave
+
+    def _offer(self, item: _Out) -> None:
+        """Hand a published result to every output; only those that draw get the picture (so a
+        stalled MQTT or OPC UA queue never holds frames)."""
+        plain = Update(item.parts, item.verdict, time.time(), item.product, item.min_area_px)
+        pictured = plain if item.picture is None else Update(plain.parts, plain.verdict, plain.published,
+                                                             plain.product, plain.min_area_px, item.picture)
+        for out in self.outputs:
+            out.offer(pictured if out.wants_pictures else plain)
 
     def _read_subscriptions(self, sock, zmq) -> None:
         while True:
@@ -457,12 +498,27 @@ class Service:
         bundles = tuple(BundleState(name, dict(e.model), e.inspector.describe(),
                                     calibration_json(e.inspector.calibration), name == self.default)
                         for name, e in self.entries.items())
+        counters = self.stats.counters()
+        outputs = {o.name: o.stats() for o in self.outputs}
         return ServiceState(
-            status="stopping" if self._stopping else "running", counters=self.stats.counters(),
+            status="stopping" if self._stopping else "running", counters=counters,
             queue_depth=len(self.work), queue_capacity=cfg.queue_size, policy=cfg.policy,
             publish_depth=self.out.qsize(), workers=cfg.workers, subscribers=self.subscribers,
             endpoints=dict(self.endpoints), bundles=bundles, default=self.default,
-            recording=None if self.recorder is None else self.recorder.stats())
+            recording=None if self.recorder is None else self.recorder.stats(), outputs=outputs,
+            health=self._health(counters, outputs))
+
+    def _health(self, c, outputs: dict[str, dict]) -> str:
+        """``stopping``; ``degraded`` when an output is down or stalled, or frames wait while no
+        result came out for STALL_S seconds (a worker stalled); else ``ok``."""
+        if self._stopping:
+            return "stopping"
+        if any(o["stalled"] or not o["connected"] for o in outputs.values()):
+            return "degraded"
+        waiting = len(self.work) > 0 or c.in_flight > 0
+        if waiting and c.taken - (c.last_result or c.started) > STALL_S:
+            return "degraded"
+        return "ok"
 
     def reload(self, product: str | None = None) -> dict:
         """Re-read each bundle's calibration (or ``product``'s) and use it from the next frame on."""

@@ -3,7 +3,7 @@ replies and the Prometheus ``/metrics`` page are all written from it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .stats import Counters
 
@@ -35,3 +35,5 @@ class ServiceState:
     bundles: tuple[BundleState, ...]  # in --bundle order
     default: str | None
     recording: dict | None  # ``Recorder.stats()`` with --record, else None
+    outputs: dict[str, dict] = field(default_factory=dict)  # ``Output.stats()`` by output name
+    health: str = "ok"  # "ok", "degraded" (a worker or an output stalled) or "stopping"

@@ -26,6 +26,10 @@ does so again every ``--watchdog`` seconds while the alarm lasts), which recover
 TCP connections that ZeroMQ cannot see. TCP keep-alive is on.
 
     python examples/plc_bridge.py --results tcp://127.0.0.1:5556 --watchdog 2 --state plc.json
+
+A PLC with an OPC UA client needs no bridge: ``serve --opcua`` exposes the same handshake as nodes
+(``RobisEdge.Cameras.<camera>.Seq`` as the trigger, ``Pass``/``Verdict``/``ErrorCode``), see
+docs/integration.md, "Worked example".
 """
 
 from __future__ import annotations

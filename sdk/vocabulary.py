@@ -38,6 +38,10 @@ DATASET_LAYOUTS: tuple[str, ...] = ("auto", "mvtec_ad2", "mvtec_ad", "pairs")
 # Synthetic scenes of the camera simulator (sdk.tools.synthetic): textured surfaces, brushed sheets.
 SCENES: tuple[str, ...] = ("surface", "sheet")
 
+# Fixed names of serve's line-integration outputs (docs/integration.md).
+MQTT_DEFAULT_PREFIX = "robis-edge"
+OPCUA_NAMESPACE = "urn:robis-edge"
+
 # The models a bundle can hold, by their role (engines, build plans).
 MODEL_ROLES: tuple[str, ...] = ("anomaly_model", "sam_encoder", "sam_decoder")
 
