@@ -13,7 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .backends import BACKEND_HELP
+from . import options as opt
+from .vocabulary import BACKEND_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "nesting) and writes 0/255 PNG masks with the same relative names, "
                        "thresholds.json and summary.json. Default scope 'batch': the folder is one "
                        "class split, exactly as RoBiS binarises it.")
-    p.add_argument("--maps", required=True, type=Path, help="folder of anomaly maps")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--maps", required=True, type=opt.existing_dir, help="folder of anomaly maps")
+    p.add_argument("--out", required=True, type=opt.output_dir, help="output folder")
     p.add_argument("--scope", choices=("batch", "calibrated"), default="batch",
                    help="statistics over this folder (batch) or frozen in --bundle (calibrated)")
-    p.add_argument("--bundle", type=Path, help="bundle whose calibration and settings to use")
+    p.add_argument("--bundle", type=opt.existing_dir, help="bundle whose calibration and settings to use")
     p.add_argument("--method", choices=("mebin+meanstd", "mebin", "meanstd", "fixed"),
                    help="binarisation method (default: the bundle's, else mebin+meanstd)")
-    p.add_argument("--fixed-threshold", type=float, help="threshold on the 0..255 scale for --method fixed")
+    p.add_argument("--fixed-threshold", type=opt.map_threshold,
+                   help="threshold on the 0..255 scale for --method fixed")
     p.add_argument("--precision", choices=("float16", "float32"),
                    help="arithmetic of the maps (default float16, as RoBiS stores them)")
     p.set_defaults(func=cmd_binarize)
@@ -40,16 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "nesting) and writes masks/<name>.png, overlays/<name>.png and results.jsonl.")
     p.add_argument("--bundle", required=True, type=Path)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", type=Path, help="one image file")
-    src.add_argument("--images", type=Path, help="a folder of images")
-    p.add_argument("--out", required=True, type=Path)
+    src.add_argument("--image", type=opt.existing_file, help="one image file")
+    src.add_argument("--images", type=opt.existing_dir, help="a folder of images")
+    p.add_argument("--out", required=True, type=opt.output_dir)
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--scope", choices=("calibrated", "rolling", "batch"),
                    help="statistics: the bundle's calibration (default), recent frames, or this set of "
                    "images as one batch (RoBiS offline semantics)")
-    p.add_argument("--mask-scale", type=float, help="scale of the written masks (default: map scale, "
+    p.add_argument("--mask-scale", type=opt.mask_scale,
+                   help="scale of the written masks (default: map scale, "
                    "1/4 for RoBiS; 1.0 = full frame)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
     p.set_defaults(func=cmd_inspect)
 
@@ -61,13 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "split, pass that split's folder. Include defective parts (--defective): with "
                        "good parts only, the MEBin range collapses. Needs no torch.")
     p.add_argument("--bundle", required=True, type=Path)
-    p.add_argument("--images", required=True, type=Path, help="folder of images (any nesting)")
-    p.add_argument("--defective", type=Path, help="optional folder of defective images to include")
+    p.add_argument("--images", required=True, type=opt.existing_dir, help="folder of images (any nesting)")
+    p.add_argument("--defective", type=opt.existing_dir,
+                   help="optional folder of defective images to include")
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--dry-run", action="store_true", help="print the statistics, do not write the bundle")
-    p.add_argument("--min-images", type=int, default=10, help="warn below this many images (default 10)")
-    p.add_argument("--reference-tiles", type=int, default=4, metavar="N",
+    p.add_argument("--min-images", type=opt.positive_int, default=10,
+                   help="warn below this many images (default 10)")
+    p.add_argument("--reference-tiles", type=opt.non_negative_int, default=4, metavar="N",
                    help="also store N tiles of these images in the bundle for the TensorRT parity gate "
                    "of `robis-edge build` (default 4: the 2 highest-scoring, 1 middle, the lowest; 0: keep "
                    "the bundle's)")
