@@ -198,6 +198,9 @@ def cmd_camera(args: argparse.Namespace) -> int:
             curve_secret=args.curve_secret, curve_server_key=args.curve_server_key))
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    # Before any socket or signal handler: a folder without a readable image fails at once, and
+    # generating the synthetic pool can still be interrupted by the default SIGTERM/SIGINT.
+    cam.prepare()
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -205,7 +208,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
         print(f"camera: publishing on {endpoint}", file=sys.stderr, flush=True)
         summary = cam.run(stop)
     finally:
-        cam.close()
+        cam.close(linger_ms=0 if stop.is_set() else None)
         for s, h in old.items():
             signal.signal(s, h)
     print(f"camera {args.camera}: sent {summary['frames']} frame(s) in {summary['seconds']} s "
