@@ -104,9 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pub (default; for serve --input-mode sub) or push (for --input-mode pull)")
     p.add_argument("--loop", action="store_true",
                    help="folder: start again after the last file (with --count)")
-    p.add_argument("--width", type=opt.integer(minimum=64, maximum=65535), default=1432,
+    p.add_argument("--width", type=opt.integer(minimum=16, maximum=65535), default=1432,
                    help="synthetic frame width")
-    p.add_argument("--height", type=opt.integer(minimum=64, maximum=65535), default=972,
+    p.add_argument("--height", type=opt.integer(minimum=16, maximum=65535), default=972,
                    help="synthetic frame height")
     p.add_argument("--defect-rate", type=opt.fraction, default=0.5,
                    help="synthetic: share of defective frames")

@@ -94,7 +94,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
 
     from .bundle import Bundle
     from .errors import InputError
-    from .imageio import MAP_EXTS, find_files, read_map, write_png
+    from .imageio import MAP_EXTS, find_files, output_names, read_map, write_png
     from .postprocess.binarize import BinarizeConfig, as_map, binarize
     from .postprocess.stats import BinStats
 
@@ -108,6 +108,8 @@ def cmd_binarize(args: argparse.Namespace) -> int:
         overrides["fixed_threshold"] = args.fixed_threshold
     if args.precision:
         overrides["precision"] = args.precision
+    if overrides.get("method") == "fixed" and overrides.get("fixed_threshold") is None:
+        raise InputError("--method fixed needs --fixed-threshold T (a threshold on the 0..255 map scale)")
     cfg = BinarizeConfig.from_json(overrides)
     files = find_files(args.maps, MAP_EXTS)
     if not files:
@@ -124,12 +126,13 @@ def cmd_binarize(args: argparse.Namespace) -> int:
         stats = bundle.calibration.bins
     t_stats = time.perf_counter()
     thresholds, per_map = {}, []
+    names = output_names([f.relative_to(args.maps) for f in files])  # x.tif + x.npy: two masks
     for f, m in tqdm(list(zip(files, maps)), desc="binarize", unit="map", file=sys.stderr):
         t0 = time.perf_counter()
         b = binarize(m, stats, cfg)
         per_map.append((time.perf_counter() - t0) * 1000.0)
         rel = f.relative_to(args.maps)
-        write_png(args.out / rel.with_suffix(".png"), b.mask)
+        write_png(args.out / names[rel], b.mask)
         thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
                                       "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
     t_end = time.perf_counter()
@@ -156,8 +159,9 @@ def cmd_binarize(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .echo import FileErrorEcho
     from .errors import InputError, RobisError
-    from .imageio import IMAGE_EXTS, find_files, read_image, write_png
+    from .imageio import IMAGE_EXTS, find_files, output_names, read_image, write_png
     from .inspector import Inspector
     from .overlay import render_overlay
     from .preprocess import frame_to_rgb8
@@ -181,12 +185,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"scope {scope}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     counts = {"fail": 0, "error": 0}
+    names = output_names([f.relative_to(root) for f in files])  # never two outputs the same
+    echo = FileErrorEcho("inspect", str(args.out / "results.jsonl"))
     with open(args.out / "results.jsonl", "w", encoding="utf-8") as log:
 
         def error(f: Path, exc: Exception) -> None:
             counts["error"] += 1
-            log.write(json.dumps({"file": f.relative_to(root).as_posix(), "verdict": "error",
-                                  "error": str(exc)}) + "\n")
+            rel = f.relative_to(root).as_posix()
+            echo(rel, exc)
+            log.write(json.dumps({"file": rel, "verdict": "error", "error": str(exc)}) + "\n")
 
         def load(f: Path):
             try:
@@ -198,11 +205,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         def emit(f: Path, im, color: str, r) -> None:
             rel = f.relative_to(root)
             counts["fail"] += r.verdict == "fail"
-            write_png(args.out / "masks" / rel.with_suffix(".png"), r.mask)
+            out = {"mask": (Path("masks") / names[rel]).as_posix()}
+            write_png(args.out / out["mask"], r.mask)
             if not args.no_overlays:
-                write_png(args.out / "overlays" / rel.with_suffix(".png"),
-                          render_overlay(frame_to_rgb8(im, color), r))
-            log.write(json.dumps({"file": rel.as_posix(), **r.summary()}) + "\n")
+                out["overlay"] = (Path("overlays") / names[rel]).as_posix()
+                write_png(args.out / out["overlay"], render_overlay(frame_to_rgb8(im, color), r))
+            log.write(json.dumps({"file": rel.as_posix(), **out, **r.summary()}) + "\n")
 
         if batch:  # the batch scope needs the whole set: statistics first, then every mask
             loaded = [(f, *img) for f in files if (img := load(f)) is not None]
