@@ -1,0 +1,165 @@
+"""Careless inputs (issue 14): each ends with a non-zero exit and one clear line, never a traceback;
+outputs never overwrite each other; tiny frames are refused; the README's example runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _one_error_line(capsys) -> str:
+    """The one ``robis-edge ...: error: ...`` line on stderr (progress bars may share its line)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if ": error: " in x]
+    assert len(lines) == 1 and "robis-edge" in lines[0], err
+    return lines[0]
+
+
+def _readme_example() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Use it from Python", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.parametrize("kind", ["gray8", "gray16", "bgr"])
+def test_readme_example_runs_on_gray_and_colour_frames(tmp_path, demo_bundle, monkeypatch, capsys, kind):
+    rng = np.random.default_rng(0)
+    frame = {"gray8": rng.integers(0, 255, (300, 420), dtype=np.uint8),
+             "gray16": rng.integers(0, 65535, (300, 420), dtype=np.uint16),
+             "bgr": rng.integers(0, 255, (300, 420, 3), dtype=np.uint8)}[kind]
+    cv2.imwrite(str(tmp_path / "part.png"), frame)
+    code = _readme_example()
+    assert '"path/to/bundle"' in code and '"part.png"' in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("path/to/bundle", str(demo_bundle)), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert out.split()[0] in ("pass", "fail")
+
+
+_I = ["inspect", "--bundle", "{b}", "--images", "{t}/imgs", "--out", "{t}/o"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([*_I, "--mask-scale", "0"], "--mask-scale"),
+    ([*_I, "--mask-scale", "-1"], "--mask-scale"),
+    ([*_I, "--mask-scale", "50"], "--mask-scale"),
+    ([*_I, "--threads", "-2"], "--threads"),
+    (["inspect", "--bundle", "{b}", "--images", "{t}/imgs", "--out", "{t}/file.txt"], "not a folder"),
+    (["inspect", "--bundle", "{b}", "--image", "{t}/imgs", "--out", "{t}/o"], "is a folder"),
+    (["inspect", "--bundle", "{b}", "--images", "{t}/missing", "--out", "{t}/o"], "no such folder"),
+    (["inspect", "--bundle", "{t}/missing", "--images", "{t}/imgs", "--out", "{t}/o"], "bundle"),
+    (["calibrate", "--bundle", "{b}", "--images", "{t}/imgs", "--reference-tiles", "-3"],
+     "--reference-tiles"),
+    (["binarize", "--maps", "{t}/imgs", "--out", "{t}/file.txt"], "not a folder"),
+    (["binarize", "--maps", "{t}/maps", "--out", "{t}/o", "--method", "fixed"], "--fixed-threshold"),
+    (["binarize", "--maps", "{t}/nan", "--out", "{t}/o"], "nan.npy"),
+    (["camera", "--synthetic", "--fps", "-1"], "--fps"),
+    (["camera", "--synthetic", "--defect-rate", "5"], "--defect-rate"),
+    (["camera", "--synthetic", "--width", "10"], "--width"),
+    (["camera", "--source", "{t}/missing"], "no such folder"),
+    (["camera", "--source", "{t}/junk", "--count", "1", "--loop", "--output", "tcp://127.0.0.1:0"],
+     "can be read"),
+    (["serve", "--bundle", "{b}", "--workers", "0"], "--workers"),
+    (["evaluate", "--bundle", "{b}", "--dataset", "{t}/imgs", "--out", "{t}/o", "--fpr-limit", "2"],
+     "--fpr-limit"),
+    (["bench", "--bundle", "{b}", "--frames", "0"], "--frames"),
+    (["keys", "--out", "{t}/file.txt"], "not a folder"),
+    (["inspect", "--bundle", "{b}"], "required"),
+    (["no-such-command"], "invalid choice"),
+])
+def test_careless_arguments_get_one_line_and_status_2(tmp_path, demo_bundle, capsys, argv, needle):
+    (tmp_path / "imgs").mkdir()
+    cv2.imwrite(str(tmp_path / "imgs" / "a.png"), np.zeros((64, 64), np.uint8))
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_text("not an image")
+    (tmp_path / "maps").mkdir()
+    np.save(tmp_path / "maps" / "m.npy", np.zeros((8, 8), np.float32))
+    (tmp_path / "nan").mkdir()
+    np.save(tmp_path / "nan" / "nan.npy", np.full((8, 8), np.nan, np.float32))
+    (tmp_path / "file.txt").write_text("x")
+    argv = [a.replace("{b}", str(demo_bundle)).replace("{t}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert needle in line
+
+
+def test_argument_errors_are_one_line_from_the_console_script_and_the_module(tmp_path):
+    for cmd in ([sys.executable, "-m", "edge_runtime.cli"], [sys.executable, "-m", "edge_runtime.commands"]):
+        out = subprocess.run([*cmd, "camera", "--synthetic", "--pool", "0"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 2
+        assert len(out.stderr.strip().splitlines()) == 1 and "--pool" in out.stderr, out.stderr
+
+
+def test_same_stem_inputs_get_distinct_outputs(tmp_path, demo_bundle, capsys):
+    """The magnetic_tile layout: x.jpg beside its mask x.png; nothing is overwritten."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("x.jpg", "x.png", "y.jpg", "x.jpg.png"):
+        cv2.imwrite(str(imgs / name), rng.integers(0, 255, (80, 90), dtype=np.uint8))
+    (imgs / "z.jpg").write_bytes(b"\xff\xd8 broken")
+    out = tmp_path / "out"
+    assert main(["inspect", "--bundle", str(demo_bundle), "--images", str(imgs), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "z.jpg" in err and "not a readable image" in err  # the reason on the console, too
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    ok = [x for x in lines if x["verdict"] != "error"]
+    assert len(ok) == 4
+    masks = {x["file"]: x["mask"] for x in ok}
+    assert masks == {"x.jpg": "masks/x.jpg.png", "x.png": "masks/x.png.png", "y.jpg": "masks/y.png",
+                     "x.jpg.png": "masks/x.jpg.png.png"}
+    assert len(list((out / "masks").iterdir())) == 4 and len(list((out / "overlays").iterdir())) == 4
+    for x in ok:
+        assert cv2.imread(str(out / x["overlay"])).shape[:2] == (80, 90)
+
+
+def test_tiny_frames_are_refused_and_regions_never_exceed_the_frame(demo_bundle):
+    from sdk import InputError, Inspector
+
+    insp = Inspector(demo_bundle)
+    with pytest.raises(InputError, match="at least 4x4"):
+        insp.inspect(np.zeros((1, 1), np.uint8))
+    with pytest.raises(InputError, match="at least 4x4"):
+        insp.inspect(np.zeros((500, 3), np.uint8))
+    for shape in ((4, 4), (5, 9), (7, 13)):
+        r = insp.inspect(np.full(shape, 255, np.uint8))
+        for reg in r.regions:
+            x0, y0, x1, y1 = reg.bbox
+            assert 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]
+            assert reg.area_px <= shape[0] * shape[1]
+    with pytest.raises(InputError, match="mask_scale"):
+        Inspector(demo_bundle, mask_scale=50)
+
+
+def test_reason_names_regions_below_min_area():
+    from sdk.bundle import VerdictSpec
+    from sdk.verdict import Region, decide
+
+    small = [Region((0, 0, 3, 3), 9, 200.0, 150.0)]
+    verdict, reason = decide(small, 200.0, VerdictSpec(min_area_px=50))
+    assert verdict == "pass" and "smaller than min_area_px 50" in reason and "9 px" in reason
+    assert decide([], 10.0, VerdictSpec(min_area_px=50, score_threshold=100.0)) == \
+        ("pass", "no region; score 10.00 below 100.0")
+
+
+def test_output_names_rule():
+    from sdk.imageio import output_names
+
+    rels = [Path(p) for p in ("a/x.jpg", "a/x.png", "b/x.jpg", "x.tif", "x.npy", "q.jpg.png", "q.jpg")]
+    names = output_names(rels)
+    assert len(set(names.values())) == len(rels)
+    assert names[Path("b/x.jpg")] == Path("b/x.png") and names[Path("a/x.jpg")] == Path("a/x.jpg.png")
+    assert names == output_names(list(reversed(rels)))  # the order of the inputs does not matter
