@@ -29,6 +29,8 @@ from .preprocess import TilePreprocessor, prepare_frame
 from .timing import ms_since, progress_bar
 from .verdict import Region, decide, find_regions, roi_slices
 
+MAX_TILES = 256  # tiles of one frame (RoBiS' 2448x2048 frames: 9); more would not fit in memory
+
 
 @dataclass
 class Result:
@@ -156,14 +158,20 @@ class Inspector:
         return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": ms_since(t1)}, img)
 
     def _check_size(self, plan: TilingPlan) -> None:
-        """A frame must cover at least one map pixel in each direction: smaller ones cannot be
-        represented (their one map pixel would stand for more than the frame)."""
+        """A frame must cover at least one map pixel in each direction (smaller ones cannot be
+        represented: their one map pixel would stand for more than the frame), and need at most
+        ``MAX_TILES`` tiles (all tiles of a frame are one batch in memory)."""
         scale = plan.map_scale(self.map_size) if self.bundle.map_scale is None else self.bundle.map_scale
         if plan.height * scale < 1 - 1e-9 or plan.width * scale < 1 - 1e-9:
             side = math.ceil(1 / scale - 1e-9)
             raise InputError(f"the frame is {plan.width}x{plan.height} pixels, smaller than bundle "
                              f"{self.bundle.name!r} can inspect: its map scale {scale:g} needs at least "
                              f"{side}x{side} pixels")
+        n = len(plan.origins_y) * len(plan.origins_x)
+        if n > MAX_TILES:
+            raise InputError(f"the frame is {plan.width}x{plan.height} pixels: bundle {self.bundle.name!r} "
+                             f"(tiling window {plan.window}, overlap {plan.overlap:g}) would cut it into {n} "
+                             f"tiles, more than {MAX_TILES}; use smaller frames or a larger tiling.window")
 
     def _merge(self, raw: _Raw, norm: NormStats, clip: bool) -> np.ndarray:
         return raw.plan.merge(norm.normalise(raw.tiles, clip=clip), self.bundle.map_scale)

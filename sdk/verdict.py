@@ -57,8 +57,8 @@ def find_regions(mask: np.ndarray, amap: np.ndarray, scale: float,
         x, y, w, h, area = (int(v) for v in stats[i])
         bbox = (min(fw - 1, math.floor(x / scale)), min(fh - 1, math.floor(y / scale)),
                 min(fw, math.ceil((x + w) / scale)), min(fh, math.ceil((y + h) / scale)))
-        box_area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1])  # never more than its box in the frame
-        regions.append(Region(bbox, min(box_area, int(round(area / (scale * scale)))), float(maxima[i]),
+        # mask pixels / scale² (RoBiS), never more than the frame itself (frames barely a map pixel wide)
+        regions.append(Region(bbox, min(fh * fw, int(round(area / (scale * scale)))), float(maxima[i]),
                               float(sums[i] / area)))
     regions.sort(key=lambda r: r.area_px, reverse=True)
     return regions
