@@ -163,3 +163,105 @@ def test_output_names_rule():
     assert len(set(names.values())) == len(rels)
     assert names[Path("b/x.jpg")] == Path("b/x.png") and names[Path("a/x.jpg")] == Path("a/x.jpg.png")
     assert names == output_names(list(reversed(rels)))  # the order of the inputs does not matter
+
+
+def _env() -> dict:
+    import os
+
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _camera(*argv: str):
+    return subprocess.Popen([sys.executable, "-m", "edge_runtime.commands", "camera", *argv,
+                             "--output", f"tcp://127.0.0.1:{_free_port()}"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(proc, text: str, limit_s: float = 60.0) -> None:
+    """Read stderr lines until one holds ``text`` (the process is then in the state to test)."""
+    import time
+
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        line = proc.stderr.readline()
+        if text in line:
+            return
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"{text!r} never appeared")
+
+
+def test_camera_without_a_readable_image_exits_at_once(tmp_path):
+    (tmp_path / "a.png").write_text("a text file named .png")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    proc = _camera("--source", str(tmp_path), "--loop", "--count", "1", "--wait", "30")
+    out, err = proc.communicate(timeout=30)  # no wait for a subscriber, no busy loop
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "none of the 2 image file(s)" in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("signame, argv, state", [
+    ("SIGTERM", ("--synthetic", "--width", "64", "--height", "48", "--count", "3", "--wait", "120"),
+     "publishing on"),
+    ("SIGINT", ("--synthetic", "--width", "64", "--height", "48", "--count", "100000", "--mode", "push"),
+     "publishing on"),
+    ("SIGTERM", ("--source", "{imgs}", "--loop", "--count", "100000000", "--wait", "0"), "sending anyway"),
+])
+def test_camera_stops_on_a_signal_in_every_state(tmp_path, signame, argv, state):
+    import signal
+
+    (tmp_path / "imgs").mkdir()
+    cv2.imwrite(str(tmp_path / "imgs" / "ok.png"), np.zeros((40, 50), np.uint8))
+    (tmp_path / "imgs" / "junk.png").write_text("not an image")
+    proc = _camera(*(a.replace("{imgs}", str(tmp_path / "imgs")) for a in argv))
+    try:
+        _wait_for(proc, state)
+        proc.send_signal(getattr(signal, signame))
+        out, err = proc.communicate(timeout=10)  # a hang guard, not a timing assertion
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "sent" in out and "Traceback" not in err
+    assert err.count("skipping") <= 1  # an unreadable file is warned about once, not per loop
+
+
+def test_export_unreadable_checkpoint_and_arch_are_one_line(tmp_path, capsys):
+    pytest.importorskip("torch")
+    jpg = tmp_path / "some.jpg"
+    cv2.imwrite(str(jpg), np.zeros((8, 8), np.uint8))
+    base = ["export", "inpformer", "--out", str(tmp_path / "b")]
+    assert main([*base, "--checkpoint", str(jpg), "--preset", "dinov2reg_vit_small_14"]) == 2
+    assert "not a PyTorch state_dict" in _one_error_line(capsys)
+    assert main([*base, "--checkpoint", str(jpg), "--arch", str(tmp_path / "missing.json")]) == 2
+    assert "no such architecture JSON file" in _one_error_line(capsys)
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main([*base, "--checkpoint", str(jpg), "--arch", str(tmp_path / "bad.json")]) == 2
+    assert "cannot be read as an architecture JSON" in _one_error_line(capsys)
+
+
+def test_sam_model_code_imports_with_a_broken_torchvision(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("segment_anything") is None or importlib.util.find_spec("torch") is None:
+        pytest.skip("segment-anything / torch not installed")
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    env = _env()
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    code = ("from export.sam.upstream import load_upstream; u = load_upstream(); "
+            "print(u.build_sam.__name__, hasattr(u.modeling, 'Sam'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["segment_anything.build_sam", "True"]
