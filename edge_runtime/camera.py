@@ -99,6 +99,8 @@ class CameraSimulator:
             raise ValueError("mode must be pub or push")
         if not is_valid_name(cfg.camera):
             raise ValueError(f"invalid camera name {cfg.camera!r}")
+        if cfg.product is not None and not is_valid_name(cfg.product):
+            raise ValueError(f"invalid product name {cfg.product!r} (printable ASCII without spaces)")
         _check_numbers(cfg)
         self.config = cfg
         self.endpoint: str | None = None
@@ -279,8 +281,12 @@ class CameraSimulator:
                     delay = t0 + seq / cfg.fps - time.perf_counter()
                     if delay > 0 and stop.wait(delay):
                         break
-                parts = P.encode_frame(cfg.camera, seq, frame.image, color=frame.color, encoding=cfg.encoding,
-                                       product=cfg.product)
+                try:
+                    parts = P.encode_frame(cfg.camera, seq, frame.image, color=frame.color,
+                                           encoding=cfg.encoding, product=cfg.product)
+                except ValueError as exc:  # e.g. a 16-bit image with --encoding jpeg
+                    raise InputError(f"{frame.name}: cannot send it as {cfg.encoding}: {exc} (use "
+                                     "--encoding png or raw)") from None
                 if not self._send(parts, stop):
                     break
                 if truth_log is not None:
