@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from edge_runtime import commands as runtime_cli
@@ -46,7 +47,8 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> 
     """Parse, run the chosen command, and turn its errors into one line and exit status 2.
 
     Every ``RobisError`` is one line; so is a file-system failure (``OSError``: permissions, a full
-    disk), which names the path. Argument errors are one line too (``OneLineParser``)."""
+    disk), which names the path. Argument errors are one line too (``OneLineParser``). Anything
+    else is a bug: one line and exit status 70, the traceback with ``ROBIS_EDGE_DEBUG=1``."""
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help and --version exit 0 as usual; a bad argument returns 2
@@ -68,6 +70,14 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> 
     except KeyboardInterrupt:
         print_error(args.command, "interrupted")
         return 130
+    except Exception as exc:  # a bug: one line still, the traceback on demand
+        if os.environ.get("ROBIS_EDGE_DEBUG"):
+            raise
+        print_error(args.command, f"internal error ({type(exc).__name__}: {exc}); this is a bug in "
+                    "robis-edge: please report it with the output of the same command run with "
+                    "ROBIS_EDGE_DEBUG=1")
+        return 70
+
 
 if __name__ == "__main__":
     sys.exit(main())
