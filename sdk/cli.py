@@ -195,9 +195,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             echo(rel, exc)
             log.write(json.dumps({"file": rel, "verdict": "error", "error": str(exc)}) + "\n")
 
-        def load(f: Path):
+        def load(f: Path, check: bool = False):
             try:
-                return read_image(f)
+                img = read_image(f)
+                if check:  # the batch scope runs all frames at once: refuse unfit ones first
+                    insp.check(*img)
+                return img
             except InputError as exc:
                 error(f, exc)
                 return None
@@ -213,7 +216,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             log.write(json.dumps({"file": rel.as_posix(), **out, **r.summary()}) + "\n")
 
         if batch:  # the batch scope needs the whole set: statistics first, then every mask
-            loaded = [(f, *img) for f in files if (img := load(f)) is not None]
+            loaded = [(f, *img) for f in files if (img := load(f, check=True)) is not None]
+            if not loaded:
+                raise InputError(f"none of the {len(files)} image(s) can be inspected (see {args.out}/"
+                                 "results.jsonl)")
             results = insp.inspect_batch([im for _, im, _ in loaded], [c for _, _, c in loaded],
                                          scope="batch", progress=True)
             for (f, im, color), r in zip(loaded, results):

@@ -221,6 +221,12 @@ class Inspector:
         return inside
 
     # -- public API ------------------------------------------------------------------
+    def check(self, image: np.ndarray, color: str | None = None) -> None:
+        """Raise the ``InputError`` that ``inspect`` would raise for this frame's type, shape or
+        size, without running the model."""
+        img = prepare_frame(image, color)
+        self._check_size(self.plan(*img.shape[:2]))
+
     def inspect(self, image: np.ndarray, color: str | None = None) -> Result:
         """Inspect one frame (uint8/uint16; gray, BGR or RGB; any size)."""
         t_start = time.perf_counter()
