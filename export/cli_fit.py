@@ -4,6 +4,7 @@ command runs."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sdk import options as opt
 
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "schedule. Saves torch.save(state_dict) with the upstream key layout (export it with "
         "`robis-edge export inpformer`) and the architecture JSON as <out>.arch.json. Without "
         "--encoder-weights the encoder stays RANDOM (a loud warning says so).")
-    p.add_argument("--images", required=True, type=opt.existing_dir,
+    p.add_argument("--images", required=True, type=Path,
                    help="folder of defect-free images (png/jpg/bmp/tif, any nesting)")
     arch = p.add_mutually_exclusive_group(required=True)
     arch.add_argument("--preset", help="dinov2reg_vit_small_14, dinov2reg_vit_base_14 (RoBiS), "
