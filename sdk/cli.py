@@ -172,6 +172,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         files, root = [args.image], args.image.parent
     else:
         files, root = find_files(args.images, IMAGE_EXTS), args.images
+        out = args.out.resolve()  # --out inside --images: never inspect a previous run's outputs
+        files = [f for f in files if out not in f.resolve().parents]
         if not files:
             raise InputError(f"no images ({', '.join(IMAGE_EXTS)}) under {args.images}")
     batch = args.scope == "batch"

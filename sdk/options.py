@@ -85,7 +85,7 @@ non_negative_float = number(minimum=0.0)
 fraction = number(minimum=0.0, maximum=1.0)
 overlap = number(minimum=0.0, below=1.0)
 map_threshold = number(minimum=0.0, maximum=255.0)
-mask_scale = number(above=0.0, maximum=1.0)  # 1.0 = full frame; the mask never exceeds the frame
+mask_scale = number(minimum=0.01, maximum=1.0)  # 1.0 = full frame; never more, never a dot
 
 
 def existing_dir(text: str) -> Path:
