@@ -265,3 +265,14 @@ def test_sam_model_code_imports_with_a_broken_torchvision(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["segment_anything.build_sam", "True"]
+
+
+def test_bundle_json_with_a_bom_loads_and_absurd_frame_sizes_are_refused(demo_bundle, capsys):
+    from sdk import Bundle
+
+    meta = demo_bundle / "bundle.json"
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())  # as Notepad saves it
+    assert Bundle.load(demo_bundle).name == "demo-surface"
+    argv = ["bench", "--bundle", str(demo_bundle), "--frame-size", "100000x100000", "--frames", "1"]
+    assert main(argv) == 2
+    assert "megapixels" in _one_error_line(capsys)
