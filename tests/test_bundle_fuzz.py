@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_mutated_bundle_json_loads_or_is_refused_in_one_line(which, tmp_path_fac
     assert _check(root, raw, frame) == "ran"
     seen: dict[str, int] = {}
 
-    @settings(max_examples=int(__import__("os").environ.get("FUZZ_N", 40)), deadline=None, database=None,
+    @settings(max_examples=int(os.environ.get("FUZZ_N", 40)), deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(mutations(raw))
     def run(mutated):
