@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -66,6 +67,20 @@ def _folder_truth(files: list[Path]) -> dict[Path, bool] | None:
     return {f: f.parent.name != "good" for f in files}
 
 
+def _check_numbers(cfg: CameraConfig) -> None:
+    """Refuse settings that cannot describe a camera (``ValueError`` naming the option)."""
+    checks = [("--fps", cfg.fps, math.isfinite(cfg.fps) and cfg.fps >= 0, "a number >= 0 (0: no pacing)"),
+              ("--count", cfg.count, cfg.count is None or cfg.count >= 1, "at least 1"),
+              ("--width", cfg.width, cfg.width >= 1, "at least 1 pixel"),
+              ("--height", cfg.height, cfg.height >= 1, "at least 1 pixel"),
+              ("--defect-rate", cfg.defect_rate, 0.0 <= cfg.defect_rate <= 1.0, "a share from 0 to 1"),
+              ("--pool", cfg.pool, cfg.pool >= 1, "at least 1"),
+              ("--wait", cfg.wait_s, math.isfinite(cfg.wait_s) and cfg.wait_s >= 0, "seconds >= 0")]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"{name} must be {expected}, got {value}")
+
+
 class CameraSimulator:
     """``bind()`` then ``run()``; ``frames()`` yields what would be sent, with ground truth."""
 
@@ -84,11 +99,16 @@ class CameraSimulator:
             raise ValueError("mode must be pub or push")
         if not is_valid_name(cfg.camera):
             raise ValueError(f"invalid camera name {cfg.camera!r}")
+        if cfg.product is not None and not is_valid_name(cfg.product):
+            raise ValueError(f"invalid product name {cfg.product!r} (printable ASCII without spaces)")
+        _check_numbers(cfg)
         self.config = cfg
         self.endpoint: str | None = None
         self._ctx = None
         self._sock = None
         self._pool: list[SourceFrame] | None = None
+        self._file_list: list[Path] | None = None
+        self._unreadable: set[Path] = set()
         self.sent = 0
 
     # -- frames -------------------------------------------------------------------------
@@ -101,6 +121,7 @@ class CameraSimulator:
             n = max(1, min(cfg.pool, self.total()))
             made = make_scene_frames(cfg.scene, n, cfg.height, cfg.width, cfg.defect_rate, cfg.seed)
             self._pool = [SourceFrame(f.name, f.image, "gray", f.mask, f.defective) for f in made]
+        self.check_source()
 
     def total(self) -> int:
         cfg = self.config
@@ -113,9 +134,48 @@ class CameraSimulator:
     def _files(self) -> list[Path]:
         from sdk.imageio import IMAGE_EXTS, find_files
 
-        return find_files(self.config.source, IMAGE_EXTS)
+        if self._file_list is None:
+            self._file_list = find_files(self.config.source, IMAGE_EXTS)
+        return self._file_list
 
-    def frames(self) -> Iterator[SourceFrame]:
+    def check_source(self) -> None:
+        """Fail now, before binding or waiting for a subscriber, when the folder is missing or
+        holds no readable image (an ``InputError`` saying so). Reads files until the first one
+        that decodes; unreadable ones are warned about once and skipped from then on."""
+        if self.config.synthetic:
+            return
+        from sdk.imageio import IMAGE_EXTS
+
+        files = self._files()
+        if not files:
+            raise InputError(f"no images ({', '.join(IMAGE_EXTS)}) under {self.config.source}")
+        skipped: list[str] = []
+        for f in files:
+            if self._read(f, skipped) is not None:
+                for reason in skipped:
+                    log.warning("skipping %s", reason)
+                return
+        raise InputError(f"none of the {len(files)} image file(s) under {self.config.source} can be "
+                         f"read (first: {skipped[0]}); give a folder of readable images")
+
+    def _read(self, f: Path, skipped: list[str] | None = None):
+        """(image, colour) of a file, or None once it proved unreadable: warned once (or its reason
+        appended to ``skipped``), then skipped without reading it again."""
+        from sdk.imageio import read_image
+
+        if f in self._unreadable:
+            return None
+        try:
+            return read_image(f)
+        except InputError as exc:
+            self._unreadable.add(f)
+            if skipped is None:
+                log.warning("skipping %s", exc)
+            else:
+                skipped.append(str(exc))
+            return None
+
+    def frames(self, stop: threading.Event | None = None) -> Iterator[SourceFrame]:
         cfg = self.config
         total = self.total()
         if cfg.synthetic:
@@ -123,27 +183,26 @@ class CameraSimulator:
             for i in range(total):
                 yield self._pool[i % len(self._pool)]
             return
-        from sdk.imageio import read_image
-
+        self.check_source()
         files = self._files()
-        if not files:
-            raise InputError(f"no images under {cfg.source}")
         truth = _folder_truth(files)
         i = 0
         while i < total:
+            sent_this_pass = 0
             for f in files:
-                if i >= total:
+                if i >= total or (stop is not None and stop.is_set()):
                     return
-                try:
-                    img, color = read_image(f)
-                except InputError as exc:
-                    log.warning("skipping %s", exc)
+                img = self._read(f)
+                if img is None:
                     continue
                 rel = f.relative_to(cfg.source).with_suffix("").as_posix()
-                yield SourceFrame(rel, img, color, None, None if truth is None else truth[f])
+                yield SourceFrame(rel, img[0], img[1], None, None if truth is None else truth[f])
                 i += 1
+                sent_this_pass += 1
             if not cfg.loop and cfg.count is None:
                 return
+            if sent_this_pass == 0:  # every file became unreadable: never spin
+                raise InputError(f"no readable image left under {cfg.source}")
 
     # -- sockets ------------------------------------------------------------------------
     def bind(self) -> str:
@@ -163,7 +222,11 @@ class CameraSimulator:
             if not (cfg.curve_secret and cfg.curve_server_key):
                 raise InputError("--curve-secret and --curve-server-key go together")
             apply_client(self._sock, load_keypair(cfg.curve_secret), load_public(cfg.curve_server_key))
-        self._sock.bind(cfg.output)
+        try:
+            self._sock.bind(cfg.output)
+        except zmq.ZMQError as exc:
+            raise InputError(f"--output {cfg.output}: cannot bind ({exc}); give a free tcp://HOST:PORT "
+                             "or ipc:// address") from None
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return self.endpoint
 
@@ -201,7 +264,7 @@ class CameraSimulator:
         if self._sock is None:
             self.bind()
         self.prepare()
-        if cfg.mode == "pub" and not self._wait_subscriber(stop):
+        if cfg.mode == "pub" and not self._wait_subscriber(stop) and not stop.is_set():
             log.warning("no subscriber after %.1f s on %s: sending anyway", cfg.wait_s, self.endpoint)
         truth_log = None
         if cfg.truth is not None:
@@ -211,15 +274,19 @@ class CameraSimulator:
         t0 = time.perf_counter()
         seq = 0
         try:
-            for frame in self.frames():
+            for frame in self.frames(stop):
                 if stop.is_set():
                     break
                 if cfg.fps > 0:
                     delay = t0 + seq / cfg.fps - time.perf_counter()
                     if delay > 0 and stop.wait(delay):
                         break
-                parts = P.encode_frame(cfg.camera, seq, frame.image, color=frame.color, encoding=cfg.encoding,
-                                       product=cfg.product)
+                try:
+                    parts = P.encode_frame(cfg.camera, seq, frame.image, color=frame.color,
+                                           encoding=cfg.encoding, product=cfg.product)
+                except ValueError as exc:  # e.g. a 16-bit image with --encoding jpeg
+                    raise InputError(f"{frame.name}: cannot send it as {cfg.encoding}: {exc} (use "
+                                     "--encoding png or raw)") from None
                 if not self._send(parts, stop):
                     break
                 if truth_log is not None:
@@ -245,9 +312,13 @@ class CameraSimulator:
         return {"frames": seq, "seconds": round(wall, 3), "fps": round(seq / wall, 2) if wall > 0 else None,
                 "endpoint": self.endpoint}
 
-    def close(self) -> None:
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the socket; queued frames still leave for up to 2 s (``linger_ms``: 0 after a stop
+        signal, so that stopping never waits for a peer that is not there)."""
         if self._sock is not None:
-            self._sock.close()  # LINGER: queued frames still leave
+            if linger_ms is not None:
+                self._sock.setsockopt(__import__("zmq").LINGER, linger_ms)
+            self._sock.close()
             self._sock = None
         if self._ctx is not None:
             self._ctx.term()

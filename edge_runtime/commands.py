@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
+from sdk import options as opt
 from sdk.vocabulary import BACKEND_HELP, MQTT_DEFAULT_PREFIX, OPCUA_NAMESPACE, SCENES
 
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"  # the camera's PUB (robis-edge camera --output default)
@@ -37,30 +37,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default=DEFAULT_OUTPUT, metavar="ADDR",
                    help=f"where results are published (bound; default {DEFAULT_OUTPUT})")
     p.add_argument("--control", metavar="ADDR", help="REP socket for health/stats/reload (bound)")
-    p.add_argument("--workers", type=int, default=2,
+    p.add_argument("--workers", type=opt.positive_int, default=2,
                    help="pipeline threads (default 2): decoding and post-processing of one frame "
                    "overlap inference of another")
-    p.add_argument("--queue-size", type=int, default=8, help="frames waiting for a worker (default 8)")
+    p.add_argument("--queue-size", type=opt.positive_int, default=8,
+                   help="frames waiting for a worker (default 8)")
     p.add_argument("--overload", choices=("queue", "latest"), default="queue",
                    help="when frames come faster than they are inspected: 'queue' drops the oldest "
                    "waiting frame when the queue is full (default); 'latest' also replaces a camera's "
                    "waiting frame by its newest. Every dropped frame gets an 'overloaded' result")
-    p.add_argument("--max-payload-mb", type=float, default=128.0,
+    p.add_argument("--max-payload-mb", type=opt.positive_float, default=128.0,
                    help="largest accepted payload, and largest decoded PNG/JPEG in megapixels (default 128)")
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per bundle")
-    p.add_argument("--mask-scale", type=float,
+    p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads per bundle")
+    p.add_argument("--mask-scale", type=opt.mask_scale,
                    help="scale of the published masks (default: the map scale, 1/4 for RoBiS)")
-    p.add_argument("--drain-timeout", type=float, default=30.0,
+    p.add_argument("--drain-timeout", type=opt.non_negative_float, default=30.0,
                    help="seconds to finish in-flight frames on SIGTERM/SIGINT (default 30)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow binding --output/--control/--http/--opcua/--metrics-host to non-loopback "
                    "addresses (by default serve refuses: only this host can reach it)")
-    p.add_argument("--record", metavar="DIR",
+    p.add_argument("--record", metavar="DIR", type=opt.output_dir,
                    help="record frames (PNG), masks (PNG) and result headers (JSON) of chosen results to "
                    "DIR, written by a separate thread (never slows the pipeline; dropped and counted "
                    "when it falls behind)")
-    p.add_argument("--record-quota-mb", type=float, default=1024.0,
+    p.add_argument("--record-quota-mb", type=opt.positive_float, default=1024.0,
                    help="the oldest records are deleted to keep DIR under this size (default 1024)")
     p.add_argument("--record-what", choices=("fail", "error", "all"), default="fail",
                    help="fail: every result that is not a pass (fail and error; default); error: errors "
@@ -69,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="HTTP output (docs/integration.md): the operators' live page /, /api/stats, "
                    "/api/cameras, /api/cameras/<camera>/latest.jpg and Prometheus /metrics (port 0: any "
                    "free port)")
-    p.add_argument("--metrics-port", type=int, metavar="N",
+    p.add_argument("--metrics-port", type=opt.port, metavar="N",
                    help="alias of --http METRICS_HOST:N (the same server, Prometheus on /metrics)")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address for --metrics-port (default 127.0.0.1; others need --allow-remote)")
@@ -93,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opcua-trust", metavar="DIR",
                    help="OPC UA, with --opcua-cert: accept only the client certificates (DER or PEM) in DIR; "
                    "without it any client certificate is accepted (encryption only)")
-    p.add_argument("--output-queue", type=int, default=64, metavar="N",
+    p.add_argument("--output-queue", type=opt.positive_int, default=64, metavar="N",
                    help="updates waiting per output (OPC UA, MQTT, HTTP) before the oldest is dropped and "
                    "counted (default 64)")
     p.add_argument("--curve-secret", metavar="FILE",
@@ -113,40 +114,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default=DEFAULT_INPUT, metavar="ADDR",
                    help=f"address to bind (default {DEFAULT_INPUT})")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--source", type=Path, help="folder of images (any nesting)")
+    src.add_argument("--source", type=opt.existing_dir, help="folder of images (any nesting)")
     src.add_argument("--synthetic", action="store_true", help="synthetic frames (see --scene)")
     p.add_argument("--scene", choices=SCENES, default="surface",
                    help="synthetic: 'surface' (textured gray surfaces, default) or 'sheet' (the brushed "
                    "sheet of the INP-Former demo bundle, examples/demo/bundle, 1892x1432)")
-    p.add_argument("--fps", type=float, default=0.0,
+    p.add_argument("--fps", type=opt.non_negative_float, default=0.0,
                    help="frames per second (default 0: as fast as possible)")
     p.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="raw")
-    p.add_argument("--count", type=int, help="frames to send (default: every file once / 20 synthetic)")
+    p.add_argument("--count", type=opt.positive_int,
+                   help="frames to send (default: every file once / 20 synthetic)")
     p.add_argument("--camera", default="cam0", help="camera name (topic frame.<camera>)")
     p.add_argument("--product", help="'product' header field (which bundle serve uses)")
-    p.add_argument("--truth", type=Path, help="folder for ground_truth.jsonl and masks")
+    p.add_argument("--truth", type=opt.output_dir, help="folder for ground_truth.jsonl and masks")
     p.add_argument("--mode", choices=("pub", "push"), default="pub",
                    help="pub (default; for serve --input-mode sub) or push (for --input-mode pull)")
     p.add_argument("--loop", action="store_true",
                    help="folder: start again after the last file (with --count)")
-    p.add_argument("--width", type=int, default=1432, help="synthetic frame width")
-    p.add_argument("--height", type=int, default=972, help="synthetic frame height")
-    p.add_argument("--defect-rate", type=float, default=0.5, help="synthetic: share of defective frames")
-    p.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
-    p.add_argument("--pool", type=int, default=32,
+    p.add_argument("--width", type=opt.integer(minimum=16, maximum=65535), default=1432,
+                   help="synthetic frame width")
+    p.add_argument("--height", type=opt.integer(minimum=16, maximum=65535), default=972,
+                   help="synthetic frame height")
+    p.add_argument("--defect-rate", type=opt.fraction, default=0.5,
+                   help="synthetic: share of defective frames")
+    p.add_argument("--seed", type=opt.non_negative_int, default=0, help="synthetic: random seed")
+    p.add_argument("--pool", type=opt.positive_int, default=32,
                    help="synthetic: distinct frames, generated first and cycled")
-    p.add_argument("--wait", type=float, default=10.0,
+    p.add_argument("--wait", type=opt.non_negative_float, default=10.0,
                    help="pub: seconds to wait for a subscriber before the first frame (default 10)")
-    p.add_argument("--curve-secret", type=Path, metavar="FILE",
+    p.add_argument("--curve-secret", type=opt.existing_file, metavar="FILE",
                    help="CURVE: this camera's key pair (its public key must be in serve's --curve-allow)")
-    p.add_argument("--curve-server-key", type=Path, metavar="FILE", help="CURVE: serve's public key (.key)")
+    p.add_argument("--curve-server-key", type=opt.existing_file, metavar="FILE",
+                   help="CURVE: serve's public key (.key)")
     p.set_defaults(func=cmd_camera)
 
     p = sub.add_parser("keys", help="generate a CURVE key pair for serve, a camera or a subscriber",
                        description="Writes DIR/NAME.key (public key: hand it to peers; put client keys "
                        "in serve's --curve-allow folder) and DIR/NAME.key_secret (public + secret key, "
                        "mode 0600: keep it on its machine).")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the key files")
+    p.add_argument("--out", required=True, type=opt.output_dir, metavar="DIR",
+                   help="folder for the key files")
     p.add_argument("--name", default="server", help="file name stem (default 'server')")
     p.add_argument("--force", action="store_true", help="replace existing key files")
     p.set_defaults(func=cmd_keys)
@@ -170,7 +177,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         workers=args.workers, queue_size=args.queue_size, policy=args.overload,
                         max_payload_mb=args.max_payload_mb, backend=args.backend, threads=args.threads,
                         mask_scale=args.mask_scale, drain_timeout_s=args.drain_timeout,
-                        allow_remote=args.allow_remote, record_dir=args.record,
+                        allow_remote=args.allow_remote, record_dir=args.record and str(args.record),
                         record_quota_mb=args.record_quota_mb, record_what=args.record_what,
                         metrics_port=args.metrics_port, metrics_host=args.metrics_host, http=args.http,
                         mqtt=args.mqtt, mqtt_prefix=args.mqtt_prefix, opcua=args.opcua,
@@ -224,6 +231,9 @@ def cmd_camera(args: argparse.Namespace) -> int:
             curve_secret=args.curve_secret, curve_server_key=args.curve_server_key))
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    # Before any socket or signal handler: a folder without a readable image fails at once, and
+    # generating the synthetic pool can still be interrupted by the default SIGTERM/SIGINT.
+    cam.prepare()
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -231,7 +241,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
         print(f"camera: publishing on {endpoint}", file=sys.stderr, flush=True)
         summary = cam.run(stop)
     finally:
-        cam.close()
+        cam.close(linger_ms=0 if stop.is_set() else None)
         for s, h in old.items():
             signal.signal(s, h)
     print(f"camera {args.camera}: sent {summary['frames']} frame(s) in {summary['seconds']} s "
@@ -249,7 +259,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``serve``, ``camera`` or ``keys`` without the console script (same behaviour)."""
-    parser = argparse.ArgumentParser(prog="python -m edge_runtime.commands")
+    from sdk.options import OneLineParser
+
+    parser = OneLineParser(prog="python -m edge_runtime.commands")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     from edge_runtime.cli import dispatch
 

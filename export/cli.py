@@ -4,7 +4,8 @@ are imported when the command runs."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from sdk import options as opt
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,22 +19,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "the architecture), exports the whole RoBiS anomaly head to ONNX (input "
                            "'image' N×3×S×S, output 'anomaly_map' N×1×M×M), verifies it with ONNX "
                            "Runtime against torch and writes a new bundle.")
-    q.add_argument("--checkpoint", required=True, type=Path, help="model.pth (torch.save(state_dict))")
+    q.add_argument("--checkpoint", required=True, type=opt.named_file("checkpoint file"),
+                   help="model.pth (torch.save(state_dict))")
     arch = q.add_mutually_exclusive_group(required=True)
     arch.add_argument("--preset", help="dinov2reg_vit_small_14, dinov2reg_vit_base_14 (RoBiS), "
                       "dinov2reg_vit_large_14")
-    arch.add_argument("--arch", type=Path, help="architecture JSON (embed_dim, depth, num_heads, ...: "
+    arch.add_argument("--arch", type=opt.named_file("architecture JSON file"),
+                      help="architecture JSON (embed_dim, depth, num_heads, ...: "
                       "what `robis-edge fit` writes as <out>.arch.json)")
-    q.add_argument("--out", required=True, type=Path, help="bundle directory to create")
+    q.add_argument("--out", required=True, type=opt.output_dir, help="bundle directory to create")
     q.add_argument("--name", help="product / recipe name (default: the --out folder name)")
-    q.add_argument("--input-size", type=int, help="tile input size S (default: the architecture's, 518)")
-    q.add_argument("--map-size", type=int, help="anomaly map side M per tile (default 256)")
-    q.add_argument("--window", type=int, default=1024, help="tiling window in frame pixels (default 1024)")
+    q.add_argument("--input-size", type=opt.integer(minimum=14, maximum=4096),
+                   help="tile input size S (default: the architecture's, 518)")
+    q.add_argument("--map-size", type=opt.integer(minimum=1, maximum=4096),
+                   help="anomaly map side M per tile (default 256)")
+    q.add_argument("--window", type=opt.positive_int, default=1024,
+                   help="tiling window in frame pixels (default 1024)")
     q.add_argument("--no-tiling", action="store_true", help="resize whole frames instead of tiling")
-    q.add_argument("--overlap", type=float, default=0.1, help="tiling overlap (default 0.1)")
-    q.add_argument("--tolerance", type=float, default=1e-4, help="max |ORT - torch| accepted (default 1e-4)")
+    q.add_argument("--overlap", type=opt.overlap, default=0.1, help="tiling overlap (default 0.1)")
+    q.add_argument("--tolerance", type=opt.positive_float, default=1e-4,
+                   help="max |ORT - torch| accepted (default 1e-4)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
-    q.add_argument("--reference-images", type=Path, metavar="DIR",
+    q.add_argument("--reference-images", type=opt.existing_dir, metavar="DIR",
                    help="store 4 tiles of these images in the bundle as the reference of the TensorRT "
                    "parity gate (`robis-edge build`; `calibrate` also stores them)")
     q.set_defaults(func=cmd_export_inpformer)

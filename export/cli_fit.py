@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sdk import options as opt
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``fit`` to the top-level parser."""
@@ -22,23 +24,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     arch = p.add_mutually_exclusive_group(required=True)
     arch.add_argument("--preset", help="dinov2reg_vit_small_14, dinov2reg_vit_base_14 (RoBiS), "
                       "dinov2reg_vit_large_14")
-    arch.add_argument("--arch", type=Path, help="architecture JSON (embed_dim, depth, num_heads, ...: "
+    arch.add_argument("--arch", type=opt.named_file("architecture JSON file"),
+                      help="architecture JSON (embed_dim, depth, num_heads, ...: "
                       "what `robis-edge fit` writes as <out>.arch.json)")
-    p.add_argument("--input-size", type=int, help="tile input size S (default: the architecture's)")
-    p.add_argument("--out", required=True, type=Path, help="checkpoint to write (model.pth)")
-    p.add_argument("--encoder-weights", type=Path,
+    p.add_argument("--input-size", type=opt.integer(minimum=14, maximum=4096),
+                   help="tile input size S (default: the architecture's)")
+    p.add_argument("--out", required=True, type=opt.output_file, help="checkpoint to write (model.pth)")
+    p.add_argument("--encoder-weights", type=opt.named_file("encoder weights file"),
                    help="DINOv2-reg .pth (e.g. dinov2_vitb14_reg4_pretrain.pth; keys without 'encoder.')")
-    p.add_argument("--epochs", type=int, default=200, help="epochs over the tiles (default 200, RoBiS)")
-    p.add_argument("--iters", type=int, help="total iterations (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=16, help="tiles per iteration (default 16)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--final-lr", type=float, default=1e-4, help="learning rate at the end (default 1e-4)")
-    p.add_argument("--warmup", type=int, default=100, help="warm-up iterations from 0 (default 100)")
-    p.add_argument("--window", type=int, default=1024,
+    p.add_argument("--epochs", type=opt.positive_int, default=200,
+                   help="epochs over the tiles (default 200, RoBiS)")
+    p.add_argument("--iters", type=opt.positive_int, help="total iterations (overrides --epochs)")
+    p.add_argument("--batch-size", type=opt.positive_int, default=16, help="tiles per iteration (default 16)")
+    p.add_argument("--lr", type=opt.positive_float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--final-lr", type=opt.non_negative_float, default=1e-4,
+                   help="learning rate at the end (default 1e-4)")
+    p.add_argument("--warmup", type=opt.non_negative_int, default=100,
+                   help="warm-up iterations from 0 (default 100)")
+    p.add_argument("--window", type=opt.non_negative_int, default=1024,
                    help="Swin-Cropping window in frame pixels, as the bundle's (default 1024; 0 = no tiling)")
-    p.add_argument("--overlap", type=float, default=0.1, help="tiling overlap (default 0.1)")
-    p.add_argument("--seed", type=int, default=1, help="seed of everything (default 1, as RoBiS)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--overlap", type=opt.overlap, default=0.1, help="tiling overlap (default 0.1)")
+    p.add_argument("--seed", type=opt.non_negative_int, default=1,
+                   help="seed of everything (default 1, as RoBiS)")
+    p.add_argument("--threads", type=opt.positive_int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
 

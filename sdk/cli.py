@@ -13,7 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .backends import BACKEND_HELP
+from . import options as opt
+from .vocabulary import BACKEND_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "nesting) and writes 0/255 PNG masks with the same relative names, "
                        "thresholds.json and summary.json. Default scope 'batch': the folder is one "
                        "class split, exactly as RoBiS binarises it.")
-    p.add_argument("--maps", required=True, type=Path, help="folder of anomaly maps")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--maps", required=True, type=opt.existing_dir, help="folder of anomaly maps")
+    p.add_argument("--out", required=True, type=opt.output_dir, help="output folder")
     p.add_argument("--scope", choices=("batch", "calibrated"), default="batch",
                    help="statistics over this folder (batch) or frozen in --bundle (calibrated)")
-    p.add_argument("--bundle", type=Path, help="bundle whose calibration and settings to use")
+    p.add_argument("--bundle", type=opt.existing_dir, help="bundle whose calibration and settings to use")
     p.add_argument("--method", choices=("mebin+meanstd", "mebin", "meanstd", "fixed"),
                    help="binarisation method (default: the bundle's, else mebin+meanstd)")
-    p.add_argument("--fixed-threshold", type=float, help="threshold on the 0..255 scale for --method fixed")
+    p.add_argument("--fixed-threshold", type=opt.map_threshold,
+                   help="threshold on the 0..255 scale for --method fixed")
     p.add_argument("--precision", choices=("float16", "float32"),
                    help="arithmetic of the maps (default float16, as RoBiS stores them)")
     p.set_defaults(func=cmd_binarize)
@@ -40,16 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "nesting) and writes masks/<name>.png, overlays/<name>.png and results.jsonl.")
     p.add_argument("--bundle", required=True, type=Path)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", type=Path, help="one image file")
-    src.add_argument("--images", type=Path, help="a folder of images")
-    p.add_argument("--out", required=True, type=Path)
+    src.add_argument("--image", type=opt.existing_file, help="one image file")
+    src.add_argument("--images", type=opt.existing_dir, help="a folder of images")
+    p.add_argument("--out", required=True, type=opt.output_dir)
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--scope", choices=("calibrated", "rolling", "batch"),
                    help="statistics: the bundle's calibration (default), recent frames, or this set of "
                    "images as one batch (RoBiS offline semantics)")
-    p.add_argument("--mask-scale", type=float, help="scale of the written masks (default: map scale, "
+    p.add_argument("--mask-scale", type=opt.mask_scale,
+                   help="scale of the written masks (default: map scale, "
                    "1/4 for RoBiS; 1.0 = full frame)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
     p.set_defaults(func=cmd_inspect)
 
@@ -62,13 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "split, pass that split's folder. Include defective parts (--defective): with "
                        "good parts only, the MEBin range collapses. Needs no torch.")
     p.add_argument("--bundle", required=True, type=Path)
-    p.add_argument("--images", required=True, type=Path, help="folder of images (any nesting)")
-    p.add_argument("--defective", type=Path, help="optional folder of defective images to include")
+    p.add_argument("--images", required=True, type=opt.existing_dir, help="folder of images (any nesting)")
+    p.add_argument("--defective", type=opt.existing_dir,
+                   help="optional folder of defective images to include")
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--dry-run", action="store_true", help="print the statistics, do not write the bundle")
-    p.add_argument("--min-images", type=int, default=10, help="warn below this many images (default 10)")
-    p.add_argument("--reference-tiles", type=int, default=4, metavar="N",
+    p.add_argument("--min-images", type=opt.positive_int, default=10,
+                   help="warn below this many images (default 10)")
+    p.add_argument("--reference-tiles", type=opt.non_negative_int, default=4, metavar="N",
                    help="also store N tiles of these images in the bundle for the TensorRT parity gate "
                    "of `robis-edge build` (default 4: the 2 highest-scoring, 1 middle, the lowest; 0: keep "
                    "the bundle's)")
@@ -90,7 +95,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
 
     from .bundle import Bundle
     from .errors import InputError
-    from .imageio import MAP_EXTS, find_files, read_map, write_png
+    from .imageio import MAP_EXTS, find_files, output_names, read_map, write_png
     from .postprocess.binarize import BinarizeConfig, as_map, binarize
     from .postprocess.stats import BinStats
 
@@ -104,6 +109,8 @@ def cmd_binarize(args: argparse.Namespace) -> int:
         overrides["fixed_threshold"] = args.fixed_threshold
     if args.precision:
         overrides["precision"] = args.precision
+    if overrides.get("method") == "fixed" and overrides.get("fixed_threshold") is None:
+        raise InputError("--method fixed needs --fixed-threshold T (a threshold on the 0..255 map scale)")
     cfg = BinarizeConfig.from_json(overrides)
     files = find_files(args.maps, MAP_EXTS)
     if not files:
@@ -120,12 +127,13 @@ def cmd_binarize(args: argparse.Namespace) -> int:
         stats = bundle.calibration.bins
     t_stats = time.perf_counter()
     thresholds, per_map = {}, []
+    names = output_names([f.relative_to(args.maps) for f in files])  # x.tif + x.npy: two masks
     for f, m in tqdm(list(zip(files, maps)), desc="binarize", unit="map", file=sys.stderr):
         t0 = time.perf_counter()
         b = binarize(m, stats, cfg)
         per_map.append((time.perf_counter() - t0) * 1000.0)
         rel = f.relative_to(args.maps)
-        write_png(args.out / rel.with_suffix(".png"), b.mask)
+        write_png(args.out / names[rel], b.mask)
         thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
                                       "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
     t_end = time.perf_counter()
@@ -152,8 +160,9 @@ def cmd_binarize(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .echo import FileErrorEcho
     from .errors import InputError, RobisError
-    from .imageio import IMAGE_EXTS, find_files, read_image, write_png
+    from .imageio import IMAGE_EXTS, find_files, output_names, read_image, write_png
     from .inspector import Inspector
     from .overlay import render_overlay
     from .preprocess import frame_to_rgb8
@@ -164,6 +173,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         files, root = [args.image], args.image.parent
     else:
         files, root = find_files(args.images, IMAGE_EXTS), args.images
+        out = args.out.resolve()  # --out inside --images: never inspect a previous run's outputs
+        files = [f for f in files if out not in f.resolve().parents]
         if not files:
             raise InputError(f"no images ({', '.join(IMAGE_EXTS)}) under {args.images}")
     batch = args.scope == "batch"
@@ -177,16 +188,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"scope {scope}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     counts = {"fail": 0, "error": 0}
+    names = output_names([f.relative_to(root) for f in files])  # never two outputs the same
+    echo = FileErrorEcho("inspect", str(args.out / "results.jsonl"))
     with open(args.out / "results.jsonl", "w", encoding="utf-8") as log:
 
         def error(f: Path, exc: Exception) -> None:
             counts["error"] += 1
-            log.write(json.dumps({"file": f.relative_to(root).as_posix(), "verdict": "error",
-                                  "error": str(exc)}) + "\n")
+            rel = f.relative_to(root).as_posix()
+            echo(rel, exc)
+            log.write(json.dumps({"file": rel, "verdict": "error", "error": str(exc)}) + "\n")
 
-        def load(f: Path):
+        def load(f: Path, check: bool = False):
             try:
-                return read_image(f)
+                img = read_image(f)
+                if check:  # the batch scope runs all frames at once: refuse unfit ones first
+                    insp.check(*img)
+                return img
             except InputError as exc:
                 error(f, exc)
                 return None
@@ -194,14 +211,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         def emit(f: Path, im, color: str, r) -> None:
             rel = f.relative_to(root)
             counts["fail"] += r.verdict == "fail"
-            write_png(args.out / "masks" / rel.with_suffix(".png"), r.mask)
+            out = {"mask": (Path("masks") / names[rel]).as_posix()}
+            write_png(args.out / out["mask"], r.mask)
             if not args.no_overlays:
-                write_png(args.out / "overlays" / rel.with_suffix(".png"),
-                          render_overlay(frame_to_rgb8(im, color), r))
-            log.write(json.dumps({"file": rel.as_posix(), **r.summary()}) + "\n")
+                out["overlay"] = (Path("overlays") / names[rel]).as_posix()
+                write_png(args.out / out["overlay"], render_overlay(frame_to_rgb8(im, color), r))
+            log.write(json.dumps({"file": rel.as_posix(), **out, **r.summary()}) + "\n")
 
         if batch:  # the batch scope needs the whole set: statistics first, then every mask
-            loaded = [(f, *img) for f in files if (img := load(f)) is not None]
+            loaded = [(f, *img) for f in files if (img := load(f, check=True)) is not None]
+            if not loaded:
+                raise InputError(f"none of the {len(files)} image(s) can be inspected (see {args.out}/"
+                                 "results.jsonl)")
             results = insp.inspect_batch([im for _, im, _ in loaded], [c for _, _, c in loaded],
                                          scope="batch", progress=True)
             for (f, im, color), r in zip(loaded, results):

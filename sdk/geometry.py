@@ -31,13 +31,20 @@ def tile_origins(size: int, window: int, step: int) -> tuple[int, ...]:
     return tuple(i * step for i in range(n))
 
 
+MAX_FRAME_PIXELS = 256_000_000  # parse_frame_size: larger stated sizes are typing errors
+
+
 def parse_frame_size(text: str) -> tuple[int, int]:
     """A frame size as cameras state it, ``"WIDTHxHEIGHT"`` (``x``, ``X`` or ``×``, spaces allowed:
     ``"2448x2048"``, ``" 1432 X 972 "``), → (height, width), the order of array shapes."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text or "")
     if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
         raise InputError(f"frame size must be WIDTHxHEIGHT, e.g. 2448x2048 (got {text!r})")
-    return int(m.group(2)), int(m.group(1))
+    w, h = int(m.group(1)), int(m.group(2))
+    if w * h > MAX_FRAME_PIXELS:
+        raise InputError(f"frame size {w}x{h} is {w * h / 1e6:.0f} megapixels, more than a camera frame "
+                         f"can be here ({MAX_FRAME_PIXELS // 1_000_000} megapixels)")
+    return h, w
 
 
 @dataclass(frozen=True)

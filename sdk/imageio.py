@@ -22,6 +22,24 @@ def find_files(root: str | os.PathLike, exts: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
 
 
+def output_names(rels: list[Path], suffix: str = ".png") -> dict[Path, Path]:
+    """Output names for input files (relative paths), never two the same (docs/cli.md, "Output
+    names"): ``x.jpg`` → ``x.png``; when inputs of one folder share a stem (``x.jpg`` and ``x.png``),
+    each of them keeps its extension: ``x.jpg.png``, ``x.png.png``. The rule depends only on the
+    inputs, so the same folder gives the same names on every run."""
+    names = {r: r.with_suffix(suffix) for r in rels}
+    while True:
+        seen: dict[str, list[Path]] = {}
+        for r, out in names.items():
+            seen.setdefault(out.as_posix(), []).append(r)
+        clashes = [group for group in seen.values() if len(group) > 1]
+        if not clashes:
+            return names
+        for group in clashes:
+            for r in group:  # the full name with the extension is unique among distinct inputs
+                names[r] = r.with_name(r.name + suffix)
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """A frame from an image file and its colour order: (array, 'gray' | 'bgr')."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
@@ -54,6 +72,10 @@ def read_map(path: str | os.PathLike) -> np.ndarray:
     arr = np.squeeze(arr)
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
         raise InputError(f"{p}: an anomaly map must be a 2-D float array, got {arr.dtype} {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{p}: the anomaly map is empty (shape {arr.shape})")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{p}: the anomaly map holds NaN or infinite values (maps are on the 0..255 scale)")
     return arr
 
 

@@ -29,6 +29,8 @@ from .preprocess import prepare_frame, tile_preprocessor
 from .timing import ms_since, progress_bar
 from .verdict import Region, decide, find_regions, roi_slices
 
+MAX_TILES = 256  # tiles of one frame (RoBiS' 2448x2048 frames: 9); more would not fit in memory
+
 
 @dataclass
 class Result:
@@ -81,6 +83,10 @@ class Inspector:
                  scope: str | None = None, rolling_window: int = 64, mask_scale: float | None = None,
                  threads: int | None = None, max_batch: int | None = None,
                  refine: bool | None = None) -> None:
+        if mask_scale is not None and not (isinstance(mask_scale, (int, float)) and 0 < mask_scale <= 1):
+            raise InputError(f"mask_scale must be a number in (0, 1] (1.0 = full frame), got {mask_scale!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a positive integer, got {threads!r}")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.preprocess_spec = self.bundle.preprocess
         self.window, self.overlap = self.bundle.tiling
@@ -139,10 +145,27 @@ class Inspector:
         t0 = time.perf_counter()
         img = prepare_frame(image, color)  # H×W gray or H×W×3 RGB (a view when possible)
         plan = self.plan(*img.shape[:2])
+        self._check_size(plan)
         batch = tile_preprocessor(self.preprocess_spec, plan.tile_hw)(plan.extract(img))
         t1 = time.perf_counter()
         tiles = self.backend.run(batch)
         return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": ms_since(t1)}, img)
+
+    def _check_size(self, plan: TilingPlan) -> None:
+        """A frame must cover at least one map pixel in each direction (smaller ones cannot be
+        represented: their one map pixel would stand for more than the frame), and need at most
+        ``MAX_TILES`` tiles (all tiles of a frame are one batch in memory)."""
+        scale = self.map_scale_override or plan.map_scale(self.map_size)
+        if plan.height * scale < 1 - 1e-9 or plan.width * scale < 1 - 1e-9:
+            side = math.ceil(1 / scale - 1e-9)
+            raise InputError(f"the frame is {plan.width}x{plan.height} pixels, smaller than bundle "
+                             f"{self.bundle.name!r} can inspect: its map scale {scale:g} needs at least "
+                             f"{side}x{side} pixels")
+        n = len(plan.origins_y) * len(plan.origins_x)
+        if n > MAX_TILES:
+            raise InputError(f"the frame is {plan.width}x{plan.height} pixels: bundle {self.bundle.name!r} "
+                             f"(tiling window {plan.window}, overlap {plan.overlap:g}) would cut it into {n} "
+                             f"tiles, more than {MAX_TILES}; use smaller frames or a larger tiling.window")
 
     def _merge(self, raw: _Raw, norm: NormStats, clip: bool) -> np.ndarray:
         return raw.plan.merge(norm.normalise(raw.tiles, clip=clip), self.map_scale_override)
@@ -192,6 +215,12 @@ class Inspector:
         return inside
 
     # -- public API ------------------------------------------------------------------
+    def check(self, image: np.ndarray, color: str | None = None) -> None:
+        """Raise the ``InputError`` that ``inspect`` would raise for this frame's type, shape or
+        size, without running the model."""
+        img = prepare_frame(image, color)
+        self._check_size(self.plan(*img.shape[:2]))
+
     def inspect(self, image: np.ndarray, color: str | None = None) -> Result:
         """Inspect one frame (uint8/uint16; gray, BGR or RGB; any size)."""
         t_start = time.perf_counter()

@@ -27,6 +27,9 @@ def prepare_frame(frame: np.ndarray, color: str | None = None) -> np.ndarray:
     ``color`` is ``"gray"``, ``"bgr"`` or ``"rgb"``; ``None`` means gray for 2-D or
     single-channel frames and BGR (OpenCV's order) for three channels.
     """
+    if frame is None:
+        raise InputError("the frame is None (cv2.imread returns None when it cannot read a file: check "
+                         "the path)")
     if not isinstance(frame, np.ndarray):
         raise InputError(f"a frame must be a numpy array, got {type(frame).__name__}")
     if frame.size == 0:
@@ -42,6 +45,9 @@ def prepare_frame(frame: np.ndarray, color: str | None = None) -> np.ndarray:
     elif frame.ndim == 3 and frame.shape[2] == 3:
         if color not in (None, "bgr", "rgb"):
             raise InputError(f"a 3-channel frame cannot be {color!r}; pass color='bgr' or 'rgb'")
+    elif frame.ndim == 3 and frame.shape[2] == 4:
+        raise InputError(f"frames must be H×W (gray) or H×W×3 (BGR/RGB), got shape {frame.shape} (with "
+                         "alpha): pass frame[:, :, :3]")
     else:
         raise InputError(f"frames must be H×W (gray) or H×W×3 (BGR/RGB), got shape {frame.shape}")
     if frame.dtype == np.uint16:

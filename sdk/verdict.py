@@ -55,9 +55,10 @@ def find_regions(mask: np.ndarray, amap: np.ndarray, scale: float,
     regions = []
     for i in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[i])
-        bbox = (math.floor(x / scale), math.floor(y / scale),
+        bbox = (min(fw - 1, math.floor(x / scale)), min(fh - 1, math.floor(y / scale)),
                 min(fw, math.ceil((x + w) / scale)), min(fh, math.ceil((y + h) / scale)))
-        regions.append(Region(bbox, int(round(area / (scale * scale))), float(maxima[i]),
+        # mask pixels / scale² (RoBiS), never more than the frame itself (frames barely a map pixel wide)
+        regions.append(Region(bbox, min(fh * fw, int(round(area / (scale * scale)))), float(maxima[i]),
                               float(sums[i] / area)))
     regions.sort(key=lambda r: r.area_px, reverse=True)
     return regions
@@ -70,4 +71,9 @@ def decide(regions: list[Region], score: float, spec: VerdictSpec) -> tuple[str,
         return "fail", f"{len(big)} region(s) of at least {spec.min_area_px} px"
     if spec.score_threshold is not None and score >= spec.score_threshold:
         return "fail", f"image score {score:.2f} >= {spec.score_threshold}"
-    return "pass", "no region and score below threshold"
+    score_words = "no score threshold" if spec.score_threshold is None else \
+        f"score {score:.2f} below {spec.score_threshold}"
+    if regions:
+        return "pass", (f"{len(regions)} region(s) smaller than min_area_px {spec.min_area_px} (largest "
+                        f"{regions[0].area_px} px); {score_words}")
+    return "pass", f"no region; {score_words}"

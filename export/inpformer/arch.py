@@ -137,10 +137,15 @@ f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
     @classmethod
     def from_json(cls, path_or_text: str | Path) -> InpFormerArch:
         """Load from a JSON file path, or from JSON text (a string starting with '{')."""
-        if isinstance(path_or_text, str) and path_or_text.lstrip().startswith("{"):
-            data = json.loads(path_or_text)
-        else:
-            data = json.loads(Path(path_or_text).read_text())
+        where = "architecture JSON"
+        try:
+            if isinstance(path_or_text, str) and path_or_text.lstrip().startswith("{"):
+                data = json.loads(path_or_text)
+            else:
+                where = str(path_or_text)
+                data = json.loads(Path(path_or_text).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ArchitectureError(f"{where}: cannot be read as an architecture JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ArchitectureError("INP-Former architecture JSON must be an object")
         return cls.from_dict(data)

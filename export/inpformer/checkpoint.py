@@ -28,7 +28,12 @@ POS_INTERP_OFFSET = 0.1  # RoBiS builds DINOv2 with interpolate_offset=0.1, anti
 def read_state_dict(path: str | Path, *, unwrap_model: bool = False) -> Mapping[str, Any]:
     """A ``torch.save(state_dict)`` file (CPU, weights only). ``unwrap_model`` accepts a training
     checkpoint ``{"model": state_dict, ...}`` too."""
-    sd = torch.load(Path(path), map_location="cpu", weights_only=True)
+    try:
+        sd = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle / zip / weights_only refusals: all mean "not a state_dict file"
+        reason = " ".join(str(exc).split())[:200]
+        raise ArchitectureError(f"{path}: not a PyTorch state_dict file (torch.load(weights_only=True) "
+                                f"cannot read it: {reason}); give the model.pth saved by training") from None
     if unwrap_model and isinstance(sd, Mapping) and "model" in sd and isinstance(sd["model"], Mapping):
         sd = sd["model"]
     if not isinstance(sd, Mapping):

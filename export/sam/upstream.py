@@ -3,7 +3,8 @@
 
 ``segment_anything/__init__.py`` imports ``SamPredictor``, whose ``utils/transforms.py`` imports
 torchvision, which has no CPU build for this project's torch pin. The model code itself needs only
-torch. When torchvision is importable the package is imported normally; otherwise the package's
+torch. When torchvision imports the package is imported normally; when it is missing or broken (a
+mismatched build raises ``RuntimeError``, not ``ImportError``) the package's
 ``__init__`` is bypassed: a bare stub parent module (``__path__`` = the installed package
 directory, nothing executed) is registered in ``sys.modules`` ONLY for the duration of importing
 the two submodules, then removed again, so that a later ``import segment_anything`` by someone
@@ -39,7 +40,7 @@ def _missing(what: str) -> ImportError:
 
 def load_upstream() -> Upstream:
     """``segment_anything.build_sam`` and ``segment_anything.modeling``, imported without running
-    the package ``__init__`` when torchvision is missing."""
+    the package ``__init__`` when torchvision is missing or cannot be imported."""
     with _LOCK:
         pkg = sys.modules.get(_PKG)
         if pkg is not None and not getattr(pkg, "__robis_stub__", False):
@@ -48,8 +49,8 @@ def load_upstream() -> Upstream:
         if importlib.util.find_spec("torchvision") is not None:
             try:
                 importlib.import_module(_PKG)
-            except ImportError:
-                pass  # a broken torchvision: fall through to the stub route below
+            except Exception:  # noqa: BLE001 - a broken torchvision raises anything (RuntimeError:
+                pass  # operator torchvision::nms does not exist, ...): take the stub route below
             else:
                 return Upstream(importlib.import_module(f"{_PKG}.build_sam"),
                                 importlib.import_module(f"{_PKG}.modeling"))

@@ -33,6 +33,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 REFERENCE_COLORS = ("gray", "rgb")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+MIN_WINDOW = 16  # tiling.window in frame pixels; smaller windows cut a frame into absurdly many tiles
+MAX_OVERLAP = 0.9  # tiling.overlap; 0.9 already makes 100 times RoBiS' tiles (0.1)
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -181,8 +183,8 @@ def read_preprocess(raw: dict, where: str) -> PreprocessSpec:
 
 def read_tiling(raw: dict, where: str) -> TilingSpec:
     s = Section(raw.get("tiling"), "tiling", where)
-    window = s.integer("window", 1024, minimum=1, nullable=True)
-    overlap = s.number("overlap", 0.1, minimum=0.0, below=1.0)
+    window = s.integer("window", 1024, minimum=MIN_WINDOW, nullable=True)
+    overlap = s.number("overlap", 0.1, minimum=0.0, maximum=MAX_OVERLAP)
     hw = s.integers("frame_hw", 2, None, minimum=1, nullable=True)
     return TilingSpec(window, overlap, None if hw is None else (hw[0], hw[1]))
 
@@ -191,13 +193,13 @@ def read_binarize(raw: Any, where: str, path: str = "postprocess.binarize") -> B
     """A binarisation config from its JSON object (``BinarizeConfig.to_json``'s keys)."""
     s = Section(raw, path, where)
     method = s.text("method", "mebin+meanstd", choices=BINARIZE_METHODS)
-    fixed = s.number("fixed_threshold", None, nullable=True)
+    fixed = s.number("fixed_threshold", None, minimum=0.0, maximum=255.0, nullable=True)
     if method == "fixed" and fixed is None:
         raise s.fail("fixed_threshold", "a number on the 0..255 map scale when method is 'fixed'", None)
     mebin = MEBinParams(s.integer("sample_rate", 4, minimum=1, maximum=255),
                         s.integer("min_interval_len", 4, minimum=1),
                         s.integer("erode_kernel", 6, minimum=1, maximum=255))
-    return BinarizeConfig(method, mebin, s.number("meanstd_k", 3.0), fixed,  # type: ignore[arg-type]
+    return BinarizeConfig(method, mebin, s.number("meanstd_k", 3.0, minimum=0.0), fixed,  # type: ignore[arg-type]
                           s.text("precision", "float16", choices=BINARIZE_PRECISIONS))
 
 
@@ -241,8 +243,8 @@ def read_calibration(raw: Any, where: str, path: str = "calibration") -> Calibra
         if hi < lo:
             raise s.fail("amap_max", f"at least amap_min ({lo:g})", hi)
         norm = NormStats(lo, hi)
-    th_lo = s.number("mebin_min_th", minimum=0.0)
-    th_hi = s.number("mebin_max_th", minimum=0.0)
+    th_lo = s.number("mebin_min_th", minimum=0.0, maximum=255.0)
+    th_hi = s.number("mebin_max_th", minimum=0.0, maximum=255.0)
     if th_hi < th_lo:
         raise s.fail("mebin_max_th", f"at least mebin_min_th ({th_lo:g})", th_hi)
     n_images = s.integer("n_images", 0, minimum=0)

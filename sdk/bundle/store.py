@@ -65,7 +65,7 @@ class Bundle:
             raise BundleError(f"{root}: no bundle.json here; a bundle is the directory made by "
                               "`robis-edge export`")
         try:
-            raw = json.loads(meta.read_text(encoding="utf-8"))
+            raw = json.loads(meta.read_text(encoding="utf-8-sig"))  # a BOM from a Windows editor is fine
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise BundleError(f"{meta}: cannot be read as JSON ({exc})") from exc
         schema.validate(raw, str(meta))

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import options as opt
 from ..vocabulary import BACKENDS, MODEL_ROLES
 
 
@@ -23,21 +24,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16",
                    help="first precision to try (default fp16; LayerNorm, L2 normalisation, the cosine "
                    "head and softmax always stay fp32)")
-    p.add_argument("--workspace-mb", type=int, default=0,
+    p.add_argument("--workspace-mb", type=opt.non_negative_int, default=0,
                    help="builder workspace cap in MiB (default: TensorRT's; cap it on Jetson, e.g. 2048)")
-    p.add_argument("--timing-cache", type=Path,
+    p.add_argument("--timing-cache", type=opt.output_file,
                    help="TensorRT timing cache file, read and updated (default: engines/timing.cache "
                    "in the bundle)")
     p.add_argument("--frame-size", metavar="WxH",
                    help="camera frame size; the tile model's batch profile is 1…tiles per frame "
                    "(default: bundle tiling.frame_hw, else 2448x2048)")
-    p.add_argument("--contexts", type=int, default=2,
+    p.add_argument("--contexts", type=opt.positive_int, default=2,
                    help="optimisation profiles = frames inferred at the same time (serve --workers; "
                    "default 2)")
     p.add_argument("--model", action="append", dest="models",
                    choices=MODEL_ROLES,
                    help="build only this model (repeat; default: every model of the bundle)")
-    p.add_argument("--reference-images", type=Path,
+    p.add_argument("--reference-images", type=opt.existing_dir,
                    help="cut new reference tiles for the gate from these images (default: the tiles "
                    "`robis-edge calibrate` stored in the bundle)")
     p.set_defaults(func=cmd_build)
@@ -57,9 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--require", default="",
                    help="comma-separated components whose absence is a failure: "
                    "gpu, pycuda, tensorrt, ort-cuda, ort-tensorrt")
-    q.add_argument("--frames", type=int, default=3, help="timed frames per backend (default 3)")
+    q.add_argument("--frames", type=opt.positive_int, default=3, help="timed frames per backend (default 3)")
     q.add_argument("--frame-size", metavar="WxH", help="frame size for the timing (default as build)")
-    q.add_argument("--json", type=Path, help="also write the rows as JSON")
+    q.add_argument("--json", type=opt.output_file, help="also write the rows as JSON")
     q.set_defaults(func=cmd_selftest)
 
 

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from sdk import options as opt
 from sdk.vocabulary import BACKEND_HELP, DATASET_LAYOUTS, SCOPES
 
 
@@ -26,26 +27,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", required=True, action="append", metavar="[PRODUCT=]PATH",
                    help="bundle directory; repeat as PRODUCT=PATH for a dataset of several products "
                    "(a bundle whose name equals the product is matched too)")
-    p.add_argument("--dataset", required=True, type=Path, metavar="DIR",
+    p.add_argument("--dataset", required=True, type=opt.existing_dir, metavar="DIR",
                    help="dataset folder: one product or a folder of products")
     p.add_argument("--layout", choices=DATASET_LAYOUTS, default="auto",
                    help="folder layout (default: detected and printed)")
     p.add_argument("--split", help="split to evaluate (default: test_public for MVTec AD 2, test for MVTec "
                    "AD; for pairs a sub-folder, default the whole folder)")
     p.add_argument("--products", nargs="+", metavar="NAME", help="evaluate only these products")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, type=opt.output_dir, metavar="DIR", help="output folder")
     p.add_argument("--scope", choices=SCOPES, default="calibrated",
                    help="statistics of the post-processing: the bundle's calibration (default, as serve), "
                    "the last frames in dataset order, or each product's split as one batch (RoBiS' "
                    "offline semantics, via Inspector.inspect_batch)")
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
-    p.add_argument("--fpr-limit", type=float, default=0.05,
+    p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--fpr-limit", type=opt.number(above=0.0, maximum=1.0), default=0.05,
                    help="integration limit of AucPro (default 0.05 as MVTec AD 2; MVTec AD used 0.3)")
-    p.add_argument("--max-images", type=int, help="at most this many images per product (evenly spaced)")
+    p.add_argument("--max-images", type=opt.positive_int,
+                   help="at most this many images per product (evenly spaced)")
     p.add_argument("--report", action="store_true", help="write report.html (needs the 'report' extra: "
                    "matplotlib)")
-    p.add_argument("--gallery", type=int, default=8, help="pictures per gallery in the report (default 8)")
+    p.add_argument("--gallery", type=opt.non_negative_int, default=8,
+                   help="pictures per gallery in the report (default 8)")
     p.add_argument("--save-maps", action="store_true",
                    help="also write maps/<product>/<name>.tiff (float32, map scale) and masks/<product>/"
                    "<name>.png (0/255, mask scale)")
@@ -60,9 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frame-size", nargs="+", default=["2448x2048"], metavar="WxH",
                    help="frame sizes (default 2448x2048)")
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
-    p.add_argument("--frames", type=int, default=30, help="timed frames per size (default 30)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed frames per size first (default 3)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--frames", type=opt.positive_int, default=30, help="timed frames per size (default 30)")
+    p.add_argument("--warmup", type=opt.non_negative_int, default=3,
+                   help="untimed frames per size first (default 3)")
+    p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--scope", choices=("calibrated", "rolling"),
                    help="default: calibrated when the bundle is, else rolling")
     p.add_argument("--color", choices=("gray", "bgr"), default="gray", help="frame format (default gray)")

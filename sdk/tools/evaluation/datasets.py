@@ -210,7 +210,8 @@ def load_dataset(root: str | Path, layout: str = "auto", split: str | None = Non
             split_dir = d / split
             if not split_dir.is_dir():
                 raise InputError(f"{d}: no split {split!r} (found: "
-                                 f"{', '.join(p.name for p in _subdirs(d)) or 'nothing'})")
+                                 f"{', '.join(p.name for p in _subdirs(d)) or 'nothing'}); "
+                                 "choose one with --split")
             samples = _typed_samples(split_dir, split_dir / "ground_truth")
             out.append(Product(d.name, d, layout, split, samples))
     elif layout == "mvtec_ad":
@@ -218,12 +219,16 @@ def load_dataset(root: str | Path, layout: str = "auto", split: str | None = Non
                                  "expected <product>/test/<type> and <product>/ground_truth/<type>"):
             split_dir = d / split
             if not split_dir.is_dir():
-                raise InputError(f"{d}: no split {split!r}")
+                found = [x.name for x in _subdirs(d) if x.name != "ground_truth"]
+                raise InputError(f"{d}: no split {split!r} (found: {', '.join(found) or 'nothing'}); "
+                                 "choose one with --split")
             out.append(Product(d.name, d, layout, split, _typed_samples(split_dir, d / "ground_truth")))
     else:
         base = root / split if split else root
         if not base.is_dir():
-            raise InputError(f"{base} is not a directory (--split of a pairs dataset is a sub-folder)")
+            found = [x.name for x in _subdirs(root)] if root.is_dir() else []
+            raise InputError(f"{base} is not a directory (--split of a pairs dataset is a sub-folder; found: "
+                             f"{', '.join(found) or 'none'})")
         out.append(Product(root.name, base, layout, split, _pairs_samples(base)))
     if products:
         names = {p.name for p in out}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
+from sdk.echo import FileErrorEcho
 from sdk.imageio import write_png
 
 from .config import METRIC_NAMES, EvalConfig
@@ -34,6 +35,7 @@ class ProductRun:
         self.pixels = PixelMetrics()
         self.images = ImageMetrics()
         self.errors: list[dict] = []
+        self.echo = FileErrorEcho("evaluate", str(out / "per_image.jsonl"))
         self.timings = {"read": 0.0, "inspect": 0.0, "metrics": 0.0, "gallery": 0.0, "save": 0.0, "wall": 0.0}
         self.gallery = Gallery(cfg.gallery)
 
@@ -75,6 +77,7 @@ class ProductRun:
         rec = {"product": self.product.name, "name": sample.name, "image": str(sample.image),
                "verdict": "error", "error": str(exc)}
         self.errors.append(rec)
+        self.echo(f"{self.product.name}/{sample.name}", exc)
         self.log.write(json.dumps(rec) + "\n")
 
     def worst(self, kind: str) -> list[GalleryItem]:
