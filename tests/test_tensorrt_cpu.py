@@ -26,20 +26,7 @@ DEMO = ROOT / "examples" / "demo-bundle"  # classical model, window 512, S 256, 
 INP_DEMO = ROOT / "examples" / "demo" / "bundle"  # a real exported INP-Former graph
 
 
-# ONNX nodes as TensorRT layer kinds: the plan's pinning rules, applied to the exported graph.
-ONNX_KINDS = {"LayerNormalization": "NORMALIZATION", "Softmax": "SOFTMAX", "ReduceL2": "REDUCE",
-              "ReduceSum": "REDUCE", "ReduceMean": "REDUCE", "ReduceMax": "REDUCE",
-              "MatMul": "MATRIX_MULTIPLY", "Gemm": "MATRIX_MULTIPLY", "Conv": "CONVOLUTION",
-              "Resize": "RESIZE", "Add": "ELEMENTWISE",
-              "Sub": "ELEMENTWISE", "Mul": "ELEMENTWISE", "Div": "ELEMENTWISE", "Pow": "ELEMENTWISE",
-              "Sqrt": "UNARY", "Erf": "UNARY", "Exp": "UNARY", "Reciprocal": "UNARY", "Relu": "ACTIVATION",
-              "Clip": "ACTIVATION", "Sigmoid": "ACTIVATION", "Tanh": "ACTIVATION"}
-
-
-def onnx_layers(model) -> list[plan.LayerInfo]:
-    """The ONNX graph's nodes as layers, named as TensorRT's parser names them."""
-    return [plan.LayerInfo(n.name or n.output[0], ONNX_KINDS.get(n.op_type, n.op_type.upper()))
-            for n in model.graph.node]
+onnx_layers = plan.onnx_layers  # the plan's rules on the exported graph
 
 
 @pytest.fixture
