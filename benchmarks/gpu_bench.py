@@ -53,7 +53,10 @@ DEFAULT_PEAK = 790.0
 FRAME_HW = (2048, 2448)
 TORCH_ROWS = ("torch-fp32", "torch-tf32", "torch-bf16", "torch-fp16", "torch-compile-bf16",
               "torch-cudagraphs-bf16")
-ORT_CUDA_ROWS = ("ort-cuda-fp32", "ort-cuda-fp16")
+ORT_CUDA_ROWS = ("ort-cuda-fp32", "ort-cuda-tf32", "ort-cuda-fp16")
+# CUDA EP options per row: strict fp32 matrix products, ONNX Runtime's default (TF32 allowed), fp16 copy.
+ORT_CUDA_OPTIONS = {"ort-cuda-fp32": {"use_tf32": "0"}, "ort-cuda-tf32": {"use_tf32": "1"},
+                    "ort-cuda-fp16": {}}
 CPU_ROWS = ("ort-cpu-fp32", "ort-cpu-fp16", "torch-cpu-fp32")
 ALL_ROWS = TORCH_ROWS + ORT_CUDA_ROWS + CPU_ROWS
 
@@ -329,7 +332,8 @@ def run_torch_row(bench: Bench, name: str, model, tiles9: np.ndarray, ref, devic
             return model(x)
 
     fn = forward
-    extra: dict = {"autocast": str(dtype) if dtype else None, "tf32": mode != "fp32" and device == "cuda"}
+    extra: dict = {"device": device, "autocast": str(dtype) if dtype else None,
+                   "tf32": mode != "fp32" and device == "cuda"}
     if mode.startswith("compile") or mode.startswith("cudagraphs"):
         cmode = "reduce-overhead" if mode.startswith("cudagraphs") else "default"
         fn = torch.compile(forward, mode=cmode, dynamic=False)
@@ -337,8 +341,10 @@ def run_torch_row(bench: Bench, name: str, model, tiles9: np.ndarray, ref, devic
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     batches = []
     out9 = None
+    wanted = (args.cudagraph_batches if mode.startswith("cudagraphs") else
+              args.compile_batches if mode.startswith("compile") else args.batches)
     with torch.inference_mode():
-        for n in args.batches:
+        for n in wanted:
             if bench.over_budget():
                 extra.setdefault("skipped_batches", []).append({"batch": n, "reason": "time budget"})
                 continue
@@ -381,19 +387,34 @@ def run_torch_row(bench: Bench, name: str, model, tiles9: np.ndarray, ref, devic
     finish_row(bench, name, batches, out9, ref, extra)
 
 
+def ort_session(path: Path, cuda: bool, options: dict | None = None):
+    """An ONNX Runtime session (all graph optimisations) on the CUDA EP with ``options``, or the CPU;
+    refused when ONNX Runtime started it on another provider (as sdk.backends.onnxruntime does)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    want = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"
+    providers = [(want, dict(options or {})), "CPUExecutionProvider"] if cuda else [want]
+    sess = ort.InferenceSession(str(path), so, providers=providers)
+    if sess.get_providers()[0] != want:
+        raise RuntimeError(f"onnxruntime started {sess.get_providers()[0]}, not {want}")
+    return sess
+
+
 def run_ort_row(bench: Bench, name: str, onnx_path: Path, tiles9: np.ndarray, ref, cuda: bool,
                 batches_wanted: list[int]) -> np.ndarray:
     import onnxruntime as ort
 
-    from sdk.backends.onnxruntime import open_session
-
     args = bench.args
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     t0 = time.perf_counter()
-    sess = open_session(onnx_path, providers)
+    options = ORT_CUDA_OPTIONS.get(name) if cuda else None
+    sess = ort_session(onnx_path, cuda, options)
     extra = {"provider": sess.get_providers()[0], "session_ms": round((time.perf_counter() - t0) * 1000.0, 1),
              "model_file": onnx_path.name}
     if cuda:
+        extra["requested_options"] = options
         extra["provider_options"] = sess.get_provider_options().get("CUDAExecutionProvider")
     host9 = batch_of(tiles9, 9)
     out9 = sess.run(["anomaly_map"], {"image": host9})[0]
@@ -436,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", default="dinov2reg_vit_base_14",
                     help="preset name, 'tiny' (ViT-B's structure at width 64, S 98: dry runs) or a .json")
     ap.add_argument("--batches", type=int, nargs="+", default=[9, 18, 36])
+    ap.add_argument("--compile-batches", type=int, nargs="+", default=[9, 36],
+                    help="batches of the torch.compile row (each batch size is one compilation)")
+    ap.add_argument("--cudagraph-batches", type=int, nargs="+", default=[9],
+                    help="batches of the torch.compile CUDA-graph row")
     ap.add_argument("--seconds-per-row", type=float, default=2.0, help="timed seconds per row and batch")
     ap.add_argument("--skip", nargs="*", default=[], choices=ALL_ROWS, metavar="ROW",
                     help=f"rows to leave out: {', '.join(ALL_ROWS)}")
@@ -444,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=10, help="synthetic 2448x2048 PNG frames written to "
                     "WORK/frames for `robis-edge calibrate` (0: none)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--torch-rows-on-cpu", action="store_true",
+                    help="dry runs without CUDA: run the torch GPU rows' code on the CPU (tiny models only; "
+                    "their numbers mean nothing)")
     args = ap.parse_args(argv)
     args.work = args.work or args.out / "work"
     if 9 not in args.batches:
@@ -538,15 +566,16 @@ def main(argv: list[str] | None = None) -> int:
     if ref is not None:
         bench.rows[-1]["parity"] = {"reference": True}
     guarded("ort-cpu-fp16", run_ort_row, bench, "ort-cpu-fp16", onnx16, tiles9, ref, False, [9])
-    if cuda:
-        model = model.to("cuda")
+    tdev = "cuda" if cuda else "cpu" if args.torch_rows_on_cpu else None
+    if tdev:
+        model = model.to(tdev)
         for name in TORCH_ROWS[:4]:
-            guarded(name, run_torch_row, bench, name, model, tiles9, ref, "cuda")
+            guarded(name, run_torch_row, bench, name, model, tiles9, ref, tdev)
     else:
         for name in TORCH_ROWS[:4]:
             bench.add({"row": name, "status": "skip", "reason": "no CUDA device visible to torch "
                        f"({torch.__version__}, torch.cuda.is_available() is False)"})
-    for name, path in zip(ORT_CUDA_ROWS, (onnx_path, onnx16)):
+    for name, path in zip(ORT_CUDA_ROWS, (onnx_path, onnx_path, onnx16)):
         if ort_cuda:
             guarded(name, run_ort_row, bench, name, path, tiles9, ref, True, args.batches)
         else:
@@ -555,8 +584,8 @@ def main(argv: list[str] | None = None) -> int:
                        f"({bench.env['onnxruntime']} at {bench.env['onnxruntime_file']}, providers "
                        f"{bench.env['onnxruntime_providers']})"})
     for name in TORCH_ROWS[4:]:
-        if cuda:
-            guarded(name, run_torch_row, bench, name, model, tiles9, ref, "cuda")
+        if tdev:
+            guarded(name, run_torch_row, bench, name, model, tiles9, ref, tdev)
         else:
             bench.add({"row": name, "status": "skip", "reason": "no CUDA device visible to torch"})
     if cuda:

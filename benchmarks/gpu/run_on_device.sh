@@ -8,11 +8,11 @@
 # Everything goes to OUT (at most 7 files, so that all of them come back): run.log (every step's
 # output), summary.txt (one line per step: rc and seconds), results.json/results.md (gpu_bench),
 # selftest.json, bench.json, serve.json. Work files (bundle, frames, fp16 copy) go to $WORK.
-# Every step has a time limit and the whole run a deadline (DEADLINE_S, default 540 s after the
+# Every step has a time limit and the whole run a deadline (DEADLINE_S, default 480 s after the
 # start); a failing step is logged and the next one runs; the script always exits 0.
 #
 # Environment: PYTHON (python3), WHEELS (.gpu-wheels), SITE (.gpu-site), WORK (/tmp/robis-gpu),
-# ARCH (dinov2reg_vit_base_14), BACKEND (ort-cuda), DEADLINE_S (540), BENCH_BUDGET_S (200),
+# ARCH (dinov2reg_vit_base_14), BACKEND (ort-cuda), DEADLINE_S (480), BENCH_BUDGET_S (180),
 # BENCH_SECONDS (1.5, timed seconds per gpu_bench row and batch), STEPS (all: a space-separated subset
 # of install env gpu_bench pytest calibrate selftest bench serve).
 set -u
@@ -35,8 +35,8 @@ else
   FRAMES=${FRAMES:-10}; SERVE_FRAMES=${SERVE_FRAMES:-60}; SERVE_WORKERS=${SERVE_WORKERS:-1 2 4}
   SKIP=${SKIP:-torch-cpu-fp32 ort-cpu-fp16}
 fi
-DEADLINE_S=${DEADLINE_S:-540}
-BENCH_BUDGET_S=${BENCH_BUDGET_S:-200}
+DEADLINE_S=${DEADLINE_S:-480}
+BENCH_BUDGET_S=${BENCH_BUDGET_S:-180}
 STEPS=${STEPS:-install env gpu_bench pytest calibrate selftest bench serve}
 LOG=$OUT/run.log
 SUMMARY=$OUT/summary.txt
@@ -137,8 +137,19 @@ for m in ("numpy", "cv2", "onnx", "zmq", "tifffile", "PIL"):
         print(m, getattr(mod, "__version__", "?"), getattr(mod, "__file__", ""))
     except Exception as e:
         print(m, "MISSING:", e)
+import ctypes, os
 import onnxruntime as ort
 print("onnxruntime", ort.__version__, ort.__file__, ort.get_available_providers())
+capi = os.path.join(os.path.dirname(ort.__file__), "capi")
+for lib in ("libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so",
+            "libonnxruntime_providers_tensorrt.so"):
+    p = os.path.join(capi, lib)
+    if os.path.exists(p):
+        try:
+            ctypes.CDLL(p, mode=ctypes.RTLD_GLOBAL)
+            print("loads:", lib)
+        except OSError as e:
+            print("does not load:", lib, e)
 if "CUDAExecutionProvider" in ort.get_available_providers():
     import numpy as np
     from sdk.backends.onnxruntime import open_session
