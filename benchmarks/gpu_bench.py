@@ -410,9 +410,16 @@ def run_ort_row(bench: Bench, name: str, onnx_path: Path, tiles9: np.ndarray, re
     args = bench.args
     t0 = time.perf_counter()
     options = ORT_CUDA_OPTIONS.get(name) if cuda else None
-    sess = ort_session(onnx_path, cuda, options)
+    rejected = None
+    try:
+        sess = ort_session(onnx_path, cuda, options)
+    except Exception as e:  # an option this ONNX Runtime does not know: its defaults, and say so
+        if not options:
+            raise
+        rejected = f"{type(e).__name__}: {e}"
+        sess = ort_session(onnx_path, cuda, None)
     extra = {"provider": sess.get_providers()[0], "session_ms": round((time.perf_counter() - t0) * 1000.0, 1),
-             "model_file": onnx_path.name}
+             "model_file": onnx_path.name, "options_rejected": rejected}
     if cuda:
         extra["requested_options"] = options
         extra["provider_options"] = sess.get_provider_options().get("CUDAExecutionProvider")
