@@ -8,12 +8,12 @@
 # Everything goes to OUT (at most 7 files, so that all of them come back): run.log (every step's
 # output), summary.txt (one line per step: rc and seconds), results.json/results.md (gpu_bench),
 # selftest.json, bench.json, serve.json. Work files (bundle, frames, fp16 copy) go to $WORK.
-# Every step has a time limit and the whole run a deadline (DEADLINE_S, default 480 s after the
+# Every step has a time limit and the whole run a deadline (DEADLINE_S, default 540 s after the
 # start); a failing step is logged and the next one runs; the script always exits 0.
 #
 # Environment: PYTHON (python3), WHEELS (.gpu-wheels), SITE (.gpu-site), WORK (/tmp/robis-gpu),
-# ARCH (dinov2reg_vit_base_14), BACKEND (ort-cuda), DEADLINE_S (480), BENCH_BUDGET_S (180),
-# BENCH_SECONDS (1.5, timed seconds per gpu_bench row and batch), STEPS (all: a space-separated subset
+# ARCH (dinov2reg_vit_base_14), BACKEND (ort-cuda), DEADLINE_S (540), BENCH_BUDGET_S (240),
+# BENCH_SECONDS (1.0, timed seconds per gpu_bench row and batch), STEPS (all: a space-separated subset
 # of install env gpu_bench pytest calibrate selftest bench serve).
 set -u
 OUT=${1:?usage: run_on_device.sh OUT}
@@ -31,12 +31,12 @@ if [ "$DRY" = 1 ]; then
   FRAMES=${FRAMES:-3}; SERVE_FRAMES=${SERVE_FRAMES:-6}; SERVE_WORKERS=${SERVE_WORKERS:-1 2}
   SKIP=${SKIP:-torch-cpu-fp32}
 else
-  ARCH=${ARCH:-dinov2reg_vit_base_14}; BACKEND=${BACKEND:-ort-cuda}; BENCH_SECONDS=${BENCH_SECONDS:-1.5}
+  ARCH=${ARCH:-dinov2reg_vit_base_14}; BACKEND=${BACKEND:-ort-cuda}; BENCH_SECONDS=${BENCH_SECONDS:-1.0}
   FRAMES=${FRAMES:-10}; SERVE_FRAMES=${SERVE_FRAMES:-60}; SERVE_WORKERS=${SERVE_WORKERS:-1 2 4}
   SKIP=${SKIP:-torch-cpu-fp32 ort-cpu-fp16}
 fi
-DEADLINE_S=${DEADLINE_S:-480}
-BENCH_BUDGET_S=${BENCH_BUDGET_S:-180}
+DEADLINE_S=${DEADLINE_S:-540}
+BENCH_BUDGET_S=${BENCH_BUDGET_S:-240}
 STEPS=${STEPS:-install env gpu_bench pytest calibrate selftest bench serve}
 LOG=$OUT/run.log
 SUMMARY=$OUT/summary.txt
