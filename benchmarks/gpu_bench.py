@@ -257,7 +257,10 @@ class Bench:
         self.write()  # partial results survive a kill
 
     def write(self) -> None:
-        (self.out / "results.json").write_text(json.dumps(self.result, indent=1, default=str) + "\n")
+        res = self.result
+        (self.out / "results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+        if self.rows:
+            (self.out / "results.md").write_text(markdown(res) + "\n")
 
     @property
     def result(self) -> dict:
