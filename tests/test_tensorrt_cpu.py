@@ -26,20 +26,7 @@ DEMO = ROOT / "examples" / "demo-bundle"  # classical model, window 512, S 256, 
 INP_DEMO = ROOT / "examples" / "demo" / "bundle"  # a real exported INP-Former graph
 
 
-# ONNX nodes as TensorRT layer kinds: the plan's pinning rules, applied to the exported graph.
-ONNX_KINDS = {"LayerNormalization": "NORMALIZATION", "Softmax": "SOFTMAX", "ReduceL2": "REDUCE",
-              "ReduceSum": "REDUCE", "ReduceMean": "REDUCE", "ReduceMax": "REDUCE",
-              "MatMul": "MATRIX_MULTIPLY", "Gemm": "MATRIX_MULTIPLY", "Conv": "CONVOLUTION",
-              "Resize": "RESIZE", "Add": "ELEMENTWISE",
-              "Sub": "ELEMENTWISE", "Mul": "ELEMENTWISE", "Div": "ELEMENTWISE", "Pow": "ELEMENTWISE",
-              "Sqrt": "UNARY", "Erf": "UNARY", "Exp": "UNARY", "Reciprocal": "UNARY", "Relu": "ACTIVATION",
-              "Clip": "ACTIVATION", "Sigmoid": "ACTIVATION", "Tanh": "ACTIVATION"}
-
-
-def onnx_layers(model) -> list[plan.LayerInfo]:
-    """The ONNX graph's nodes as layers, named as TensorRT's parser names them."""
-    return [plan.LayerInfo(n.name or n.output[0], ONNX_KINDS.get(n.op_type, n.op_type.upper()))
-            for n in model.graph.node]
+onnx_layers = plan.onnx_layers  # the plan's rules on the exported graph
 
 
 @pytest.fixture
@@ -436,3 +423,47 @@ def test_runtime_backend_help_is_the_vocabulary_s():
 
     assert commands.BACKEND_HELP is vocabulary.BACKEND_HELP is BACKEND_HELP
     assert all(name in BACKEND_HELP for name in BACKENDS)
+
+
+# ---- onnxruntime-gpu without TensorRT (the GPU machine of issue 16) -----------------------------
+def _gpu_wheel_without_tensorrt(monkeypatch):
+    """onnxruntime-gpu lists the TensorRT and CUDA EPs whether their libraries load or not; here
+    TensorRT's does not, and (this host having no GPU) the CUDA EP falls back to the CPU."""
+    import onnxruntime as ort
+
+    from sdk.backends import onnxruntime as ort_backend
+
+    listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    monkeypatch.setattr(ort_backend, "provider_library_problem",
+                        lambda p: "libnvinfer.so.10: cannot open shared object file"
+                        if p == "TensorrtExecutionProvider" else "")
+
+
+def test_auto_skips_a_listed_tensorrt_ep_that_cannot_load(monkeypatch):
+    from sdk.backends.onnxruntime import choose_providers
+
+    _gpu_wheel_without_tensorrt(monkeypatch)
+    providers, reason = choose_providers("auto")
+    assert providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert "TensorrtExecutionProvider is listed but cannot load: libnvinfer.so.10" in reason
+
+
+def test_auto_steps_down_when_a_gpu_ep_cannot_start(monkeypatch, demo_copy):
+    _gpu_wheel_without_tensorrt(monkeypatch)
+    be = _backend(demo_copy, "auto")  # the CUDA EP cannot start on this host: auto says so, runs on CPU
+    assert be.provider == "CPUExecutionProvider"
+    assert "CUDAExecutionProvider could not start" in be.reason and "using CPUExecutionProvider" in be.reason
+    with pytest.raises(BackendError, match="could not start CUDAExecutionProvider"):
+        _backend(demo_copy, "ort-cuda")  # an explicit request never steps down
+
+
+def test_selftest_skips_a_tensorrt_ep_that_cannot_load(monkeypatch):
+    from sdk.engines import selftest
+
+    _gpu_wheel_without_tensorrt(monkeypatch)
+    rows, facts = selftest.environment([])
+    ort_rows, _ = selftest.ort_checks(facts, [])
+    by = {r.check: r for r in ort_rows}
+    trt = by["ort-tensorrt: self-test model vs CPU"]
+    assert trt.status == "SKIP" and "cannot load it: libnvinfer.so.10" in trt.detail

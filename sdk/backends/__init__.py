@@ -68,5 +68,14 @@ def create_backend(model_path: str, *, input_size: int, map_size: int, backend: 
     from .onnxruntime import OrtBackend, choose_providers
 
     providers, reason = choose_providers(backend)
-    return OrtBackend(model_path, providers, reason + not_trt, input_size=input_size, map_size=map_size,
-                      threads=threads, max_batch=max_batch)
+    while True:
+        try:
+            return OrtBackend(model_path, providers, reason + not_trt, input_size=input_size,
+                              map_size=map_size, threads=threads, max_batch=max_batch)
+        except BackendError as exc:
+            # auto/onnxruntime: a GPU provider that ONNX Runtime lists but cannot start (its CUDA or
+            # TensorRT libraries missing) steps down to the next one, and the reason says so.
+            if backend not in ("auto", "onnxruntime") or len(providers) == 1:
+                raise
+            reason = f"{reason}; {providers[0]} could not start ({exc}), using {providers[1]}"
+            providers = providers[1:]

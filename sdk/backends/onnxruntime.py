@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import BackendError
@@ -13,6 +15,35 @@ _PROVIDERS = {
 }
 INPUT_NAME = "image"
 OUTPUT_NAME = "anomaly_map"
+
+
+def provider_library_problem(provider: str) -> str:
+    """Why ONNX Runtime's shared library for ``provider`` cannot be loaded here ('' when it loads or
+    cannot be checked). onnxruntime-gpu lists TensorrtExecutionProvider whether TensorRT is installed
+    or not; its library needs libnvinfer, so loading it tells (cheaply, without building an engine)."""
+    lib = {"TensorrtExecutionProvider": "libonnxruntime_providers_tensorrt.so"}.get(provider)
+    return _library_problem(lib) if lib else ""
+
+
+@functools.cache
+def _library_problem(lib: str) -> str:
+    import ctypes
+    import os
+
+    import onnxruntime as ort
+
+    capi = os.path.join(os.path.dirname(ort.__file__), "capi")
+    path = os.path.join(capi, lib)
+    if not os.path.exists(path):  # not the pip layout on Linux: the session will tell
+        return ""
+    try:
+        shared = os.path.join(capi, "libonnxruntime_providers_shared.so")
+        if os.path.exists(shared):
+            ctypes.CDLL(shared, mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(path)
+    except OSError as exc:
+        return str(exc)
+    return ""
 
 
 def choose_providers(backend: str) -> tuple[list[str], str]:
@@ -27,12 +58,18 @@ def choose_providers(backend: str) -> tuple[list[str], str]:
                                f"does not have (available: {', '.join(available)}); install the "
                                "'gpu' extra (onnxruntime-gpu) on a CUDA host, or choose ort-cpu")
         return wanted, f"requested {backend}"
+    skipped = []
     for first in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
         if first in available:
+            problem = provider_library_problem(first)
+            if problem:
+                skipped.append(f"{first} is listed but cannot load: {problem}")
+                continue
             chain = _PROVIDERS["ort-tensorrt" if first.startswith("Tensorrt") else "ort-cuda"]
-            return chain, f"{backend}: {first} is available"
+            return chain, f"{backend}: {first} is available" + "".join(f"; {s}" for s in skipped)
     return ["CPUExecutionProvider"], (f"{backend}: no GPU execution provider in this onnxruntime "
-                                      f"(available: {', '.join(available)}), running on CPU")
+                                      f"(available: {', '.join(available)}), running on CPU"
+                                      + "".join(f"; {s}" for s in skipped))
 
 
 def open_session(model_path, providers: list[str], threads: int | None = None):

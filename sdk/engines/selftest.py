@@ -70,7 +70,7 @@ def _selftest_input(n: int = 4) -> np.ndarray:
 
 def ort_checks(facts: dict, require: Sequence[str]) -> tuple[list[Row], np.ndarray | None]:
     """The self-test model on ONNX Runtime: CPU (the reference), then the GPU providers."""
-    from ..backends.onnxruntime import open_session
+    from ..backends.onnxruntime import open_session, provider_library_problem
 
     x = _selftest_input()
     rows = []
@@ -89,6 +89,11 @@ def ort_checks(facts: dict, require: Sequence[str]) -> tuple[list[Row], np.ndarr
         if provider not in facts["providers"]:
             rows.append(Row(f"{name}: self-test model vs CPU", "FAIL" if name in require else "SKIP",
                             f"onnxruntime has no {provider} (the 'gpu' extra installs onnxruntime-gpu)"))
+            continue
+        problem = provider_library_problem(provider)
+        if problem:  # onnxruntime-gpu lists the TensorRT EP also where TensorRT is not installed
+            rows.append(Row(f"{name}: self-test model vs CPU", "FAIL" if name in require else "SKIP",
+                            f"onnxruntime lists {provider} but cannot load it: {problem}"))
             continue
         try:
             chain = [provider, "CPUExecutionProvider"] if name == "ort-cuda" else \

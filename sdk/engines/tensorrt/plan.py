@@ -38,10 +38,27 @@ COMPUTE_KINDS = {"NORMALIZATION", "SOFTMAX", "REDUCE", "MATRIX_MULTIPLY", "CONVO
                  "ELEMENTWISE", "UNARY", "ACTIVATION", "SCALE", "POOLING"}
 
 
+# ONNX ops as TensorRT layer kinds, so that the rules below apply to an ONNX graph's nodes too
+# (tests on our exported graphs; the fp16 ONNX copy of export/onnx_fp16.py).
+ONNX_KINDS = {"LayerNormalization": "NORMALIZATION", "Softmax": "SOFTMAX", "ReduceL2": "REDUCE",
+              "ReduceSum": "REDUCE", "ReduceMean": "REDUCE", "ReduceMax": "REDUCE",
+              "MatMul": "MATRIX_MULTIPLY", "Gemm": "MATRIX_MULTIPLY", "Conv": "CONVOLUTION",
+              "Resize": "RESIZE", "Add": "ELEMENTWISE",
+              "Sub": "ELEMENTWISE", "Mul": "ELEMENTWISE", "Div": "ELEMENTWISE", "Pow": "ELEMENTWISE",
+              "Sqrt": "UNARY", "Erf": "UNARY", "Exp": "UNARY", "Reciprocal": "UNARY", "Relu": "ACTIVATION",
+              "Clip": "ACTIVATION", "Sigmoid": "ACTIVATION", "Tanh": "ACTIVATION"}
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     name: str
     kind: str  # TensorRT LayerType name, e.g. "NORMALIZATION"
+
+
+def onnx_layers(model) -> list[LayerInfo]:
+    """An ONNX graph's nodes as layers, named as TensorRT's parser names them."""
+    return [LayerInfo(n.name or n.output[0], ONNX_KINDS.get(n.op_type, n.op_type.upper()))
+            for n in model.graph.node]
 
 
 @dataclass(frozen=True)
