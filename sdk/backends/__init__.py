@@ -68,5 +68,8 @@ def create_backend(model_path: str, *, input_size: int, map_size: int, backend: 
     from .onnxruntime import OrtBackend, choose_providers
 
     providers, reason = choose_providers(backend)
+    features = None if bundle is None else bundle.model.features
+    if max_batch is None and bundle is not None:
+        max_batch = bundle.model.max_batch
     return OrtBackend(model_path, providers, reason + not_trt, input_size=input_size, map_size=map_size,
-                      threads=threads, max_batch=max_batch)
+                      threads=threads, max_batch=max_batch, features=features)

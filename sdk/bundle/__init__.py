@@ -16,10 +16,11 @@ from .schema import (
     ReferenceSpec,
     SamRefineSpec,
     TilingSpec,
+    TttRefineSpec,
     VerdictSpec,
 )
 from .store import Bundle, create_bundle, sha256_file
 
 __all__ = ["Bundle", "create_bundle", "sha256_file", "FORMAT", "FORMAT_MAJOR", "IMAGENET_MEAN",
            "IMAGENET_STD", "EngineEntry", "ModelSpec", "MorphologySpec", "PreprocessSpec", "ReferenceSpec",
-           "SamRefineSpec", "TilingSpec", "VerdictSpec"]
+           "SamRefineSpec", "TilingSpec", "TttRefineSpec", "VerdictSpec"]
