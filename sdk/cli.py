@@ -13,7 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .backends import BACKEND_HELP
+from .vocabulary import BACKEND_HELP, REFINE_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-scale", type=float, help="scale of the written masks (default: map scale, "
                    "1/4 for RoBiS; 1.0 = full frame)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--refine", choices=REFINE_MODES,
+                   help="mask refinement: none, sam (SAM-Finer) or ttt (TTT4AS; needs the features output) "
+                   "(default: as the bundle says)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
     p.set_defaults(func=cmd_inspect)
 
@@ -169,7 +172,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # the scope reason is printed below instead
         warnings.simplefilter("ignore")
         insp = Inspector(args.bundle, backend=args.backend, scope="rolling" if batch else args.scope,
-                         mask_scale=args.mask_scale, threads=args.threads)
+                         mask_scale=args.mask_scale, threads=args.threads, refine=args.refine)
     info = insp.describe()
     scope = "batch (statistics over these images)" if batch else f"{insp.scope} ({insp.scope_reason})"
     print(f"bundle {info['bundle']} on {info['backend']}/{info['provider']} ({info['reason']}); "

@@ -11,7 +11,8 @@
    DINOv2-layout .pth and passed to ``fit`` as ``encoder_weights``, the path real weights take), or
    DINOv2's own random initialisation (``--encoder dinov2-random``; the fit prints a warning);
 3. export: ONNX + bundle.json (export.inpformer.bundle_export: ONNX Runtime checked against torch,
-   provenance with the checkpoint sha256 and the torch/onnx versions);
+   provenance with the checkpoint sha256 and the torch/onnx versions), with the ``features``
+   output of ``export inpformer --features`` for the TTT refiner;
 4. calibrate: ``Inspector.calibrate`` on defect-free frames (the issue asks for good-only frames;
    reference-pipeline §5.3 warns that the MEBin range then collapses, so the verdict is tuned on
    further held-out defect-free frames: ``min_area_px`` above every region they produce);
@@ -294,7 +295,8 @@ def main() -> int:
     if args.out.exists():
         shutil.rmtree(args.out)
     bundle, report = export_inpformer_bundle(ckpt, arch, args.out, name="demo-sheet", window=WINDOW,
-                                             overlap=OVERLAP, log=lambda m: log("      " + m))
+                                             overlap=OVERLAP, features=True,
+                                             log=lambda m: log("      " + m))
     bundle.update_provenance(training={
         "builder": "examples/demo/build_bundle.py", "command": "python examples/demo/build_bundle.py "
         + " ".join(sys.argv[1:]), "data": "sdk.tools.synthetic.product, defect-free frames, seed "
