@@ -214,25 +214,33 @@ class Inspector:
             refined, t_refine = self.refiner.refine(raw.frame, mask, color=color)
             timings.update(t_refine)
             mask = self._apply_roi(refined, rows, cols)
-        if self.ttt is not None and raw.features is not None:
-            # TTT4AS: a per-frame SVM on the frame's own features; pass frames (empty mask) skip it.
-            t_ttt = time.perf_counter()
-            refined, t_refine = self.ttt.refine(merged, mask, raw.plan, raw.features, scale)
-            timings.update(t_refine)
-            mask = self._apply_roi(refined, rows, cols)
-            timings["refine"] = ms_since(t_ttt)
         t1 = time.perf_counter()
         frame_hw = (raw.plan.height, raw.plan.width)
         view = merged[rows, cols]
         score = float(view.max()) if view.size else 0.0
         regions = find_regions(mask, merged, scale, frame_hw)
         verdict, reason = decide(regions, score, self.verdict_spec)
+        t_regions = ms_since(t1)
+        if self.ttt is not None and raw.features is not None and verdict == "fail":
+            # TTT4AS (docs/refine.md): a per-frame SVM on the frame's own features, trained on
+            # pseudo-labels of the unclipped map; frames the coarse mask passes cost nothing.
+            t_ttt = time.perf_counter()
+            score_map = raw.plan.merge(raw.tiles, self.bundle.map_scale)
+            refined, t_refine = self.ttt.refine(score_map, mask, raw.plan, raw.features, scale)
+            timings.update(t_refine)
+            mask = self._apply_roi(refined, rows, cols)
+            timings["refine"] = ms_since(t_ttt)
+            t2 = time.perf_counter()
+            regions = find_regions(mask, merged, scale, frame_hw)
+            verdict, reason = decide(regions, score, self.verdict_spec)
+            t_regions += ms_since(t2)
+        t1 = time.perf_counter()
         out_mask, mask_scale = mask, scale
         if self.mask_scale is not None and not math.isclose(self.mask_scale, scale):
             mask_scale = float(self.mask_scale)
             size = (max(1, round(frame_hw[1] * mask_scale)), max(1, round(frame_hw[0] * mask_scale)))
             out_mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-        timings["regions"] = ms_since(t1)
+        timings["regions"] = t_regions + ms_since(t1)
         thresholds = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold}
         if self.binarize_config.method == "fixed":
             thresholds["fixed"] = self.binarize_config.fixed_threshold

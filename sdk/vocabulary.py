@@ -31,6 +31,7 @@ SAM_MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
 # Refinement of the coarse mask (``--refine``; docs/refine.md): none, SAM-Finer, TTT4AS.
 REFINE_MODES: tuple[str, ...] = ("none", "sam", "ttt")
 TTT_CLASS_WEIGHTS: tuple[str, ...] = ("balanced", "none")
+TTT_NORMALIZE: tuple[str, ...] = ("none", "l2")
 
 # Preprocessing of a tile (bundle ``preprocess``).
 CHANNEL_ORDERS: tuple[str, ...] = ("RGB", "BGR")

@@ -100,7 +100,8 @@ def selftest_model_oracle(image: np.ndarray, seed: int = 0) -> np.ndarray:
     return out[:, None].astype(np.float32)
 
 
-def ttt_oracle(score: np.ndarray, plan, tile_features: np.ndarray, scale: float, spec) -> dict:
+def ttt_oracle(score: np.ndarray, plan, tile_features: np.ndarray, scale: float, spec,
+               coarse_mask: np.ndarray | None = None) -> dict:
     """TTT4AS the dense way (the paper's §3): every feature channel merged and upsampled to the
     map, local maxima by comparing each pixel with its 8 neighbours, the hard points as squares
     around each peak, a nominal grid, a LinearSVC (hinge loss) on those points, and every pixel of
@@ -124,7 +125,10 @@ def ttt_oracle(score: np.ndarray, plan, tile_features: np.ndarray, scale: float,
     for y in range(spec.nominal_stride // 2, h, spec.nominal_stride):
         for x in range(spec.nominal_stride // 2, w, spec.nominal_stride):
             nominal[y, x] = not anomalous[y, x]
-    dense = np.stack([plan.merge(tile_features[:, k], scale) for k in range(tile_features.shape[1])], axis=-1)
+    feats = np.asarray(tile_features, np.float32)
+    if spec.normalize == "l2":
+        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), np.float32(1e-12))
+    dense = np.stack([plan.merge(feats[:, k], scale) for k in range(feats.shape[1])], axis=-1)
     pos, neg = np.nonzero(anomalous), np.nonzero(nominal)
     x = np.concatenate([dense[pos], dense[neg]])
     y = np.concatenate([np.ones(len(pos[0]), np.int8), np.zeros(len(neg[0]), np.int8)])
@@ -136,6 +140,9 @@ def ttt_oracle(score: np.ndarray, plan, tile_features: np.ndarray, scale: float,
         warnings.simplefilter("ignore")
         svc.fit(x, y)
     decision = dense.astype(np.float64) @ svc.coef_[0] + svc.intercept_[0]
+    mask = np.where(decision > 0, 255, 0).astype(np.uint8)
+    if spec.within_coarse:
+        mask[np.asarray(coarse_mask) == 0] = 0
     return {"anomalous": anomalous, "nominal": nominal, "features": dense, "decision": decision,
-            "mask": np.where(decision > 0, 255, 0).astype(np.uint8), "coef": svc.coef_[0],
+            "mask": mask, "coef": svc.coef_[0],
             "intercept": float(svc.intercept_[0])}

@@ -66,11 +66,13 @@ def test_pseudo_labels_match_the_oracle():
         np.testing.assert_array_equal(neg, np.flatnonzero(ref["nominal"]))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_refine_matches_the_dense_oracle(seed):
+@pytest.mark.parametrize("seed, spec", [
+    (0, SPEC), (1, SPEC), (2, replace(SPEC, normalize="l2")),
+    (3, replace(SPEC, within_coarse=True, percentile=99.5, hard_radius=0, class_weight="none", svm_c=0.1))])
+def test_refine_matches_the_dense_oracle(seed, spec):
     plan, feats, score, coarse, _ = _scene(seed)
-    mask, timings = TttRefiner(SPEC).refine(score, coarse, plan, feats, 1.0)
-    ref = ttt_oracle(score, plan, feats, 1.0, SPEC)
+    mask, timings = TttRefiner(spec).refine(score, coarse, plan, feats, 1.0)
+    ref = ttt_oracle(score, plan, feats, 1.0, spec, coarse)
     sure = np.abs(ref["decision"]) > 1e-4
     assert sure.mean() > 0.99
     np.testing.assert_array_equal(mask[sure], ref["mask"][sure])
@@ -152,7 +154,8 @@ def test_inspector_runs_ttt_as_the_bundle_says(ttt_bundle):
     np.testing.assert_array_equal(r0.anomaly_map, r1.anomaly_map)  # the map path is untouched
     raw = insp._infer(frame, "rgb")
     spec = ttt_bundle.ttt
-    ref = ttt_oracle(r1.anomaly_map, raw.plan, raw.features, r1.map_scale, spec)
+    unclipped = raw.plan.merge(raw.tiles)  # the pseudo-labels come from the raw merged map
+    ref = ttt_oracle(unclipped, raw.plan, raw.features, r1.map_scale, spec, r0.mask)
     sure = np.abs(ref["decision"]) > 1e-4
     assert sure.mean() > 0.99
     np.testing.assert_array_equal(r1.mask[sure], ref["mask"][sure])
@@ -161,6 +164,13 @@ def test_inspector_runs_ttt_as_the_bundle_says(ttt_bundle):
     truth[30:38, 45:55] = True  # frame rows 60:76, columns 90:110 at the map scale 1/2
     assert r1.map_scale == 0.5
     assert np.count_nonzero((r1.mask > 0) & truth) >= 0.9 * truth.sum() > np.count_nonzero(r0.mask)
+
+
+def test_frames_the_coarse_mask_passes_cost_nothing(ttt_bundle):
+    ttt_bundle.set_verdict(min_area_px=10**6)  # no region is large enough to fail the part
+    with pytest.warns(UserWarning):
+        r = Inspector(ttt_bundle, backend="ort-cpu").inspect(_frame(), "rgb")
+    assert r.verdict == "pass" and r.mask.any() and "ttt_fit" not in r.timings_ms
 
 
 def test_refine_choices_and_refusals(ttt_bundle, tmp_path):

@@ -25,6 +25,7 @@ from ..vocabulary import (
     SAM_BUNDLE_MODES,
     SAM_CHANNEL_ORDERS,
     TTT_CLASS_WEIGHTS,
+    TTT_NORMALIZE,
 )
 from .fields import Section
 
@@ -106,11 +107,13 @@ class TttRefineSpec:
 
     enabled: bool = True
     percentile: float = 99.0  # peaks of the map above this percentile are anomalous pseudo-labels
-    hard_radius: int = 2  # map pixels around each peak also labelled anomalous ("hard" points)
+    hard_radius: int = 1  # map pixels around each peak also labelled anomalous ("hard" points)
     nominal_stride: int = 8  # nominal pseudo-labels: a regular grid of this step, off the anomalous ones
     svm_c: float = 1.0  # soft-margin C of the linear SVM (hinge loss)
     class_weight: str = "balanced"
     max_iter: int = 1000
+    normalize: str = "none"  # "l2": each feature vector (per tile cell) scaled to unit length first
+    within_coarse: bool = False  # keep only pixels of the coarse mask (the paper classifies every pixel)
 
 
 @dataclass(frozen=True)
@@ -302,7 +305,9 @@ def read_ttt(raw: dict, where: str) -> TttRefineSpec | None:
                          s.integer("nominal_stride", d.nominal_stride, minimum=1),
                          s.number("svm_c", d.svm_c, above=0.0),
                          s.text("class_weight", d.class_weight, choices=TTT_CLASS_WEIGHTS),
-                         s.integer("max_iter", d.max_iter, minimum=1))
+                         s.integer("max_iter", d.max_iter, minimum=1),
+                         s.text("normalize", d.normalize, choices=TTT_NORMALIZE),
+                         s.boolean("within_coarse", d.within_coarse))
 
 
 def read_reference(raw: dict, where: str) -> ReferenceSpec | None:

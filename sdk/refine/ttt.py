@@ -78,8 +78,9 @@ class TttRefiner:
     def refine(self, score: np.ndarray, coarse_mask: np.ndarray, plan: TilingPlan, tile_features: np.ndarray,
                scale: float) -> tuple[np.ndarray, dict[str, float]]:
         """The refined mask (uint8 0/255, the map's shape) and timings in ms. ``score``: the merged
-        map at ``scale``; ``tile_features``: (N, C, g, g) of the frame's tiles. An empty coarse
-        mask, or a map without labels of both classes, returns the coarse mask unchanged."""
+        raw (unclipped) map at ``scale``; ``tile_features``: (N, C, g, g) of the frame's tiles. An
+        empty coarse mask, or a map without labels of both classes, returns the coarse mask
+        unchanged."""
         timings = dict.fromkeys(TIMING_KEYS, 0.0)
         if score.shape != coarse_mask.shape:
             raise InputError(f"the map is {score.shape} but the coarse mask {coarse_mask.shape}")
@@ -90,19 +91,23 @@ class TttRefiner:
         if pos.size == 0 or neg.size == 0:
             timings["ttt_labels"] = ms_since(t0)
             return coarse_mask, timings
+        feats = tile_features.astype(np.float32, copy=False)
+        if self.spec.normalize == "l2":
+            feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), np.float32(1e-12))
         idx = np.concatenate([pos, neg])
         ys, xs = np.divmod(idx, score.shape[1])
-        x = plan.sample(tile_features, ys, xs, scale)
+        x = plan.sample(feats, ys, xs, scale)
         y = np.concatenate([np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)])
         t1 = time.perf_counter()
         timings["ttt_labels"] = (t1 - t0) * 1000.0
         w, b = fit_svm(x, y, self.spec)
         t2 = time.perf_counter()
         timings["ttt_fit"] = (t2 - t1) * 1000.0
-        decision = np.tensordot(w, tile_features.astype(np.float32, copy=False), axes=(0, 1)) + np.float32(b)
+        decision = np.tensordot(w, feats, axes=(0, 1)) + np.float32(b)
         merged = plan.merge(decision, scale)
         if merged.shape != score.shape:
             raise InputError(f"features merge to {merged.shape}, the map is {score.shape}")
-        mask = np.where(merged > 0, np.uint8(255), np.uint8(0))
+        keep = (merged > 0) & (coarse_mask > 0) if self.spec.within_coarse else merged > 0
+        mask = np.where(keep, np.uint8(255), np.uint8(0))
         timings["ttt_predict"] = ms_since(t2)
         return mask, timings
