@@ -232,7 +232,10 @@ class Inspector:
             timings["refine"] = ms_since(t_ttt)
             t2 = time.perf_counter()
             regions = find_regions(mask, merged, scale, frame_hw)
-            verdict, reason = decide(regions, score, self.verdict_spec)
+            if self.ttt.spec.verdict_from == "refined":
+                verdict, reason = decide(regions, score, self.verdict_spec)
+            else:
+                reason = f"coarse mask: {reason} (refine.ttt.verdict_from 'coarse')"
             t_regions += ms_since(t2)
         t1 = time.perf_counter()
         out_mask, mask_scale = mask, scale

@@ -32,6 +32,7 @@ SAM_MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
 REFINE_MODES: tuple[str, ...] = ("none", "sam", "ttt")
 TTT_CLASS_WEIGHTS: tuple[str, ...] = ("balanced", "none")
 TTT_NORMALIZE: tuple[str, ...] = ("none", "l2")
+TTT_VERDICT_FROM: tuple[str, ...] = ("refined", "coarse")
 
 # Preprocessing of a tile (bundle ``preprocess``).
 CHANNEL_ORDERS: tuple[str, ...] = ("RGB", "BGR")

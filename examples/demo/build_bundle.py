@@ -46,6 +46,11 @@ DEMO_ARCH = dict(embed_dim=96, depth=8, num_heads=4, img_size=224, patch_size=14
                  fuse_layer_decoder=[[0, 1, 2], [3, 4, 5]], decoder_depth=6, mlp_ratio=4.0, map_size=128,
                  gaussian_kernel=5, gaussian_sigma=4.0)
 WINDOW, OVERLAP = 512, 0.1
+# refine.ttt of the demo bundle (docs/BENCHMARKS.md, "TTT4AS refinement"): chosen on frames of seed
+# 4242, not enabled by default (`--refine ttt` runs it).
+DEMO_TTT = dict(enabled=False, percentile=99.5, hard_radius=0, nominal_stride=8, svm_c=1.0,
+                class_weight="balanced", max_iter=1000, normalize="l2", within_coarse=True,
+                verdict_from="coarse")
 # 512 + 3·460 by 512 + 2·460: 4×3 tiles of 512 (step 460) cover the frame exactly, no padding.
 FRAME_W, FRAME_H = 1892, 1432
 # Frame seeds. "validation" (404) was only used to choose the encoder and the training length
@@ -305,6 +310,7 @@ def main() -> int:
                  "(examples/demo/build_bundle.py demo_encoder_state_dict; no weights offline); demo only"
                  if fit_info.get("encoder_kind", "dinov2-random") == "demo" else
                  "encoder NOT pretrained: DINOv2 random init (no weights offline); demo only")})
+    bundle.set_ttt(DEMO_TTT)
     bundle.save()
 
     # ---- 4. calibrate + verdict -------------------------------------------------------------

@@ -26,6 +26,7 @@ from ..vocabulary import (
     SAM_CHANNEL_ORDERS,
     TTT_CLASS_WEIGHTS,
     TTT_NORMALIZE,
+    TTT_VERDICT_FROM,
 )
 from .fields import Section
 
@@ -114,6 +115,7 @@ class TttRefineSpec:
     max_iter: int = 1000
     normalize: str = "none"  # "l2": each feature vector (per tile cell) scaled to unit length first
     within_coarse: bool = False  # keep only pixels of the coarse mask (the paper classifies every pixel)
+    verdict_from: str = "refined"  # "coarse": pass/fail as the coarse mask decided (min_area_px tuned on it)
 
 
 @dataclass(frozen=True)
@@ -307,7 +309,8 @@ def read_ttt(raw: dict, where: str) -> TttRefineSpec | None:
                          s.text("class_weight", d.class_weight, choices=TTT_CLASS_WEIGHTS),
                          s.integer("max_iter", d.max_iter, minimum=1),
                          s.text("normalize", d.normalize, choices=TTT_NORMALIZE),
-                         s.boolean("within_coarse", d.within_coarse))
+                         s.boolean("within_coarse", d.within_coarse),
+                         s.text("verdict_from", d.verdict_from, choices=TTT_VERDICT_FROM))
 
 
 def read_reference(raw: dict, where: str) -> ReferenceSpec | None:
