@@ -220,3 +220,16 @@ def test_inspect_cli_refine(ttt_bundle, tmp_path, capsys):
                  "--out", str(tmp_path / "x"), "--refine", "sam"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refine.sam" in err[0]
+
+
+def test_verdict_from(ttt_bundle):
+    frame = _frame()
+    with pytest.warns(UserWarning):
+        coarse = Inspector(ttt_bundle, backend="ort-cpu", refine="none").inspect(frame, "rgb")
+    for verdict_from in ("refined", "coarse"):
+        ttt_bundle.set_ttt({**ttt_bundle.to_json()["refine"]["ttt"], "verdict_from": verdict_from})
+        with pytest.warns(UserWarning):
+            r = Inspector(ttt_bundle, backend="ort-cpu").inspect(frame, "rgb")
+        assert r.verdict == coarse.verdict == "fail" and "ttt_fit" in r.timings_ms
+        assert r.reason.startswith("coarse mask: ") == (verdict_from == "coarse"), r.reason
+        assert r.regions and r.mask.tolist() != coarse.mask.tolist()
