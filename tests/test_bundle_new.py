@@ -193,3 +193,20 @@ def test_refusals_of_names_and_sizes(tmp_path):
         wrap_onnx(src, tmp_path / "c", 32, output_name="scores", log=lambda m: None)
     with pytest.raises(InputError, match="no such ONNX file"):
         wrap_onnx(tmp_path / "missing.onnx", tmp_path / "d", S, log=lambda m: None)
+
+
+def test_bundle_command_definitions_import_no_numpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, argparse; import sdk.bundle.cli as c; p = argparse.ArgumentParser(); "
+            "c.register(p.add_subparsers(dest='c')); "
+            "a = p.parse_args(['bundle', 'new', '--onnx', 'm', '--out', 'o', '--size', '4', "
+            "'--window', 'none']); "
+            "assert a.window is None and a.channel_order == 'RGB'; "
+            "print([m for m in ('numpy', 'cv2', 'onnxruntime', 'onnx') if m in sys.modules])")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
