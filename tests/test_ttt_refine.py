@@ -233,3 +233,18 @@ def test_verdict_from(ttt_bundle):
         assert r.verdict == coarse.verdict == "fail" and "ttt_fit" in r.timings_ms
         assert r.reason.startswith("coarse mask: ") == (verdict_from == "coarse"), r.reason
         assert r.regions and r.mask.tolist() != coarse.mask.tolist()
+
+
+def test_serve_takes_refine(ttt_bundle):
+    import argparse
+
+    from edge_runtime import commands
+    from edge_runtime.bundles import load_bundles
+
+    p = argparse.ArgumentParser()
+    commands.register(p.add_subparsers(dest="c"))
+    assert p.parse_args(["serve", "--bundle", "x", "--refine", "none"]).refine == "none"
+    assert p.parse_args(["serve", "--bundle", "x"]).refine is None
+    for refine, mode in ((None, "ttt"), ("none", "none"), ("ttt", "ttt")):
+        entries = load_bundles([(None, str(ttt_bundle.root))], "ort-cpu", 1, None, refine)
+        assert entries["ttt-demo"].inspector.refine_mode == mode
