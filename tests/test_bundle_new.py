@@ -24,7 +24,7 @@ S, M = 64, 16
 
 def foreign_model(path: Path, *, layout: str = "NMM", batch: int | str = 1, in_name: str = "input.1",
                   out_name: str = "scores", in_shape=None, out_type: int = TensorProto.FLOAT,
-                  weights=(0.3, -0.5, 0.2), extra_output: bool = False) -> Path:
+                  weights=(0.3, -0.5, 0.2), extra_output: bool = False, opset: int = 17) -> Path:
     """A small detector: average-pool S×S to M×M, weight the channels, square; its map in ``layout``
     (N1MM, NMM, NMM1, or 'wide' for a non-square N×M×2M map)."""
     k = S // M
@@ -40,7 +40,8 @@ def foreign_model(path: Path, *, layout: str = "NMM", batch: int | str = 1, in_n
     else:
         shape = {"N1MM": [batch, 1, M, M], "NMM": [batch, M, M], "NMM1": [batch, M, M, 1]}[layout]
     if layout == "NMM":
-        nodes.append(helper.make_node("Squeeze", [last, "axis1"], ["map3"]))
+        nodes.append(helper.make_node("Squeeze", [last, "axis1"], ["map3"]) if opset >= 13 else
+                     helper.make_node("Squeeze", [last], ["map3"], axes=[1]))
         last = "map3"
     elif layout == "NMM1":
         nodes.append(helper.make_node("Transpose", [last], ["nhwc"], perm=[0, 2, 3, 1]))
@@ -55,8 +56,8 @@ def foreign_model(path: Path, *, layout: str = "NMM", batch: int | str = 1, in_n
         outputs.append(helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, None))
     inp = helper.make_tensor_value_info(in_name, TensorProto.FLOAT, in_shape or [batch, 3, S, S])
     graph = helper.make_graph(nodes, "foreign", [inp], outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset >= 13 else 6
     onnx.save(model, str(path))
     return path
 
@@ -106,10 +107,10 @@ def test_fixed_batch_3d_output_wrapped_and_inspected(tmp_path, capsys):
     assert (tmp_path / "out" / "masks" / "frame.png").is_file()
 
 
-@pytest.mark.parametrize("layout", ["N1MM", "NMM1"])
-def test_dynamic_batch_layouts_reproduced(tmp_path, layout):
+@pytest.mark.parametrize("layout, opset", [("N1MM", 17), ("NMM1", 17), ("NMM", 11)])
+def test_dynamic_batch_layouts_reproduced(tmp_path, layout, opset):
     src = foreign_model(tmp_path / f"{layout}.onnx", layout=layout, batch="batch", in_name="x",
-                        out_name="amap", extra_output=True)
+                        out_name="amap", extra_output=True, opset=opset)
     dest = wrap(tmp_path, src, "--output", "amap")
     bundle = Bundle.load(dest)
     assert bundle.model.max_batch is None
@@ -117,6 +118,8 @@ def test_dynamic_batch_layouts_reproduced(tmp_path, layout):
     want = run_original(src, "x", "amap", x)
     if layout == "NMM1":
         want = want.transpose(0, 3, 1, 2)
+    elif layout == "NMM":
+        want = want[:, None]
     from sdk.backends import create_backend
 
     be = create_backend(str(bundle.model_path), input_size=S, map_size=M, backend="ort-cpu", bundle=bundle)

@@ -134,9 +134,12 @@ def _rewire(onnx, model, inp_name: str, out_name: str, elem: int, layout: str, b
         tail.append(helper.make_node("Cast", [cur], ["robis_cast"], to=TensorProto.FLOAT, name="robis_cast"))
         cur = "robis_cast"
     if layout == "NMM":
-        axes = helper.make_tensor("robis_axes", TensorProto.INT64, [1], [1])
-        g.initializer.append(axes)
-        tail.append(helper.make_node("Unsqueeze", [cur, "robis_axes"], ["robis_unsq"], name="robis_unsq"))
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        if opset >= 13:  # axes became an input in opset 13
+            g.initializer.append(helper.make_tensor("robis_axes", TensorProto.INT64, [1], [1]))
+            tail.append(helper.make_node("Unsqueeze", [cur, "robis_axes"], ["robis_unsq"], name="robis_unsq"))
+        else:
+            tail.append(helper.make_node("Unsqueeze", [cur], ["robis_unsq"], axes=[1], name="robis_unsq"))
         cur = "robis_unsq"
     elif layout == "NMM1":
         tail.append(helper.make_node("Transpose", [cur], ["robis_nchw"], perm=[0, 3, 1, 2],
