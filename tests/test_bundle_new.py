@@ -213,3 +213,17 @@ def test_bundle_command_definitions_import_no_numpy():
                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_fixed_batch_engine_plan(tmp_path):
+    """`robis-edge build` plans a fixed-batch model's TensorRT profile at exactly that batch."""
+    from sdk.engines.tensorrt.plan import model_plans
+
+    f = foreign_model(tmp_path / "f.onnx", layout="NMM", batch=1)
+    d = foreign_model(tmp_path / "d.onnx", layout="NMM", batch="N")
+    fixed = Bundle.load(wrap(tmp_path, f, "--window", "128", out="fixed"))
+    dynamic = Bundle.load(wrap(tmp_path, d, "--window", "128", out="dynamic"))
+    one = (1, 3, S, S)
+    assert model_plans(fixed, frame_hw=(300, 300))[0].shapes["image"] == (one, one, one)
+    lo, opt, hi = model_plans(dynamic, frame_hw=(300, 300))[0].shapes["image"]
+    assert lo == one and opt == hi and hi[0] == 9  # 3×3 tiles of 128 with overlap 0.1
