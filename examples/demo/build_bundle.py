@@ -48,7 +48,7 @@ DEMO_ARCH = dict(embed_dim=96, depth=8, num_heads=4, img_size=224, patch_size=14
 WINDOW, OVERLAP = 512, 0.1
 # refine.ttt of the demo bundle (docs/BENCHMARKS.md, "TTT4AS refinement"): chosen on frames of seed
 # 4242, not enabled by default (`--refine ttt` runs it).
-DEMO_TTT = dict(enabled=False, percentile=99.5, hard_radius=0, nominal_stride=8, svm_c=1.0,
+DEMO_TTT = dict(enabled=False, percentile=99.7, hard_radius=0, nominal_stride=16, svm_c=1.0,
                 class_weight="balanced", max_iter=1000, normalize="l2", within_coarse=True,
                 verdict_from="coarse")
 # 512 + 3·460 by 512 + 2·460: 4×3 tiles of 512 (step 460) cover the frame exactly, no padding.
