@@ -11,6 +11,7 @@ import sys
 from edge_runtime import commands as runtime_cli
 from sdk import __version__
 from sdk import cli as sdk_cli
+from sdk.bundle import cli as bundle_cli
 from sdk.engines import cli as engines_cli
 from sdk.options import OneLineParser, print_error
 from sdk.tools.evaluation import cli as evaluation_cli
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sdk_cli.register(sub)
     evaluation_cli.register(sub)
     engines_cli.register(sub)  # build, selftest: on-device, never torch
+    bundle_cli.register(sub)  # bundle new (needs onnx, lazily), show, verify
     # The export toolchain's commands (export, fit) are offered when the `export` package is there.
     # Its modules named here hold argument definitions only (torch loads when a command runs); a
     # runtime-only device without it still gets every on-device command.

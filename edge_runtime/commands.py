@@ -11,7 +11,7 @@ import logging
 import sys
 
 from sdk import options as opt
-from sdk.vocabulary import BACKEND_HELP, MQTT_DEFAULT_PREFIX, OPCUA_NAMESPACE, SCENES
+from sdk.vocabulary import BACKEND_HELP, MQTT_DEFAULT_PREFIX, OPCUA_NAMESPACE, REFINE_MODES, SCENES
 
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"  # the camera's PUB (robis-edge camera --output default)
 DEFAULT_OUTPUT = "tcp://127.0.0.1:5556"  # serve's results
@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads per bundle")
     p.add_argument("--mask-scale", type=opt.mask_scale,
                    help="scale of the published masks (default: the map scale, 1/4 for RoBiS)")
+    p.add_argument("--refine", choices=REFINE_MODES,
+                   help="mask refinement for every bundle: none, sam (SAM-Finer) or ttt (TTT4AS; needs the "
+                   "features output) (default: as each bundle says)")
     p.add_argument("--drain-timeout", type=opt.non_negative_float, default=30.0,
                    help="seconds to finish in-flight frames on SIGTERM/SIGINT (default 30)")
     p.add_argument("--allow-remote", action="store_true",
@@ -176,7 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         output=args.output, control=args.control, input_mode=args.input_mode,
                         workers=args.workers, queue_size=args.queue_size, policy=args.overload,
                         max_payload_mb=args.max_payload_mb, backend=args.backend, threads=args.threads,
-                        mask_scale=args.mask_scale, drain_timeout_s=args.drain_timeout,
+                        mask_scale=args.mask_scale, refine=args.refine, drain_timeout_s=args.drain_timeout,
                         allow_remote=args.allow_remote, record_dir=args.record and str(args.record),
                         record_quota_mb=args.record_quota_mb, record_what=args.record_what,
                         metrics_port=args.metrics_port, metrics_host=args.metrics_host, http=args.http,

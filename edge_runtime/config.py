@@ -36,6 +36,7 @@ class ServiceConfig:
     backend: str = "auto"
     threads: int | None = None
     mask_scale: float | None = None
+    refine: str | None = None  # --refine none|sam|ttt; None: as each bundle says
     drain_timeout_s: float = 30.0
     rcvhwm: int = 64
     record_dir: str | None = None  # --record: frames/masks/results of chosen verdicts (recorder.py)

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--tolerance", type=opt.positive_float, default=1e-4,
                    help="max |ORT - torch| accepted (default 1e-4)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    q.add_argument("--features", action="store_true",
+                   help="add a second output 'features' (N×C×g×g: the mean of the target layers' patch "
+                   "tokens, the encoder feature INP-Former fuses) for the TTT refiner (--refine ttt)")
     q.add_argument("--reference-images", type=opt.existing_dir, metavar="DIR",
                    help="store 4 tiles of these images in the bundle as the reference of the TensorRT "
                    "parity gate (`robis-edge build`; `calibrate` also stores them)")
@@ -64,7 +67,7 @@ def cmd_export_inpformer(args: argparse.Namespace) -> int:
     bundle, _ = export_inpformer_bundle(args.checkpoint, arch, args.out, name=args.name or args.out.name,
                                         window=None if args.no_tiling else args.window,
                                         overlap=args.overlap, tolerance=args.tolerance,
-                                        overwrite=args.overwrite)
+                                        overwrite=args.overwrite, features=args.features)
     if args.reference_images:
         from sdk.engines.reference import store_reference_from_folder
 

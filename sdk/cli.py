@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from . import options as opt
-from .vocabulary import BACKEND_HELP
+from .vocabulary import BACKEND_HELP, REFINE_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scale of the written masks (default: map scale, "
                    "1/4 for RoBiS; 1.0 = full frame)")
     p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--refine", choices=REFINE_MODES,
+                   help="mask refinement: none, sam (SAM-Finer) or ttt (TTT4AS; needs the features output) "
+                   "(default: as the bundle says)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
     p.set_defaults(func=cmd_inspect)
 
@@ -181,7 +184,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # the scope reason is printed below instead
         warnings.simplefilter("ignore")
         insp = Inspector(args.bundle, backend=args.backend, scope="rolling" if batch else args.scope,
-                         mask_scale=args.mask_scale, threads=args.threads)
+                         mask_scale=args.mask_scale, threads=args.threads, refine=args.refine)
     info = insp.describe()
     scope = "batch (statistics over these images)" if batch else f"{insp.scope} ({insp.scope_reason})"
     print(f"bundle {info['bundle']} on {info['backend']}/{info['provider']} ({info['reason']}); "

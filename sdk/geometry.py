@@ -219,6 +219,39 @@ class TilingPlan:
         out /= count
         return out
 
+    def sample(self, tile_maps: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+               scale: float | None = None) -> np.ndarray:
+        """Values of ``merge`` at merged-map pixels (ys, xs), for every channel of (N, C, g, g) tile
+        maps, without merging whole maps: (len(ys), C) float32, equal to stacking ``merge`` of
+        each channel and indexing it (same arithmetic, same order)."""
+        maps = np.asarray(tile_maps, dtype=np.float32)
+        if maps.ndim != 4 or maps.shape[0] != self.num_tiles or maps.shape[2] != maps.shape[3]:
+            raise InputError(f"expected {self.num_tiles} square tile maps (N, C, g, g), got {maps.shape}")
+        ys, xs = np.asarray(ys, np.intp), np.asarray(xs, np.intp)
+        g, c = maps.shape[2], maps.shape[1]
+        scale = self.map_scale(g) if scale is None else float(scale)
+        if self.window is None and self.height != self.width:
+            return np.stack([self.merge(maps[:, k], scale)[ys, xs] for k in range(c)], axis=1)
+        sy, sx = self._sampling(g, scale)
+        out = np.zeros((len(ys), c), np.float32)
+        count = np.zeros(len(ys), np.float32)
+        nx = len(self.origins_x)
+        for i in range(self.num_tiles):
+            iy, ix = divmod(i, nx)
+            ya, yb, xa, xb = sy.starts[iy], sy.stops[iy], sx.starts[ix], sx.stops[ix]
+            inside = np.nonzero((ys >= ya) & (ys < yb) & (xs >= xa) & (xs < xb))[0]
+            if inside.size == 0:
+                continue
+            py, px = ys[inside] - ya, xs[inside] - xa
+            ylo, yhi, fy = sy.lo[iy][py], sy.hi[iy][py], sy.frac[iy][py]
+            xlo, xhi, fx = sx.lo[ix][px], sx.hi[ix][px], sx.frac[ix][px]
+            t = maps[i]
+            left = t[:, ylo, xlo] + (t[:, yhi, xlo] - t[:, ylo, xlo]) * fy  # rows first, as merge
+            right = t[:, ylo, xhi] + (t[:, yhi, xhi] - t[:, ylo, xhi]) * fy
+            out[inside] += (left + (right - left) * fx).T
+            count[inside] += 1.0
+        return out / count[:, None]
+
 
 def _bilinear_take(tile: np.ndarray, ylo: np.ndarray, yhi: np.ndarray, fy: np.ndarray,
                    xlo: np.ndarray, xhi: np.ndarray, fx: np.ndarray) -> np.ndarray:

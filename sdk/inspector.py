@@ -66,6 +66,7 @@ class _Raw:
     tiles: np.ndarray  # (N, M, M) raw scores
     timings: dict
     frame: np.ndarray | None = None  # the prepared frame (H×W gray / H×W×3 RGB uint8), for refinement
+    features: np.ndarray | None = None  # (N, C, g, g) patch features, only when TTT refines
 
 
 class Inspector:
@@ -77,12 +78,15 @@ class Inspector:
     ``inspect_batch(..., scope="batch")`` reproduces RoBiS' offline semantics over a set of frames.
     ``backend``: a name (``sdk.backends.BACKENDS``) or a ready ``Backend`` object; with an object,
     SAM refinement runs only when ``refine=True`` is passed.
+    ``refine``: ``None`` = as the bundle says (SAM when ``refine.sam`` is active, else TTT when
+    ``refine.ttt.enabled``, else none); ``"none"``/``False``; ``"sam"``/``True``; ``"ttt"`` (needs
+    the model's ``features`` output and scikit-learn). See docs/refine.md.
     """
 
     def __init__(self, bundle: Bundle | str | Path, backend: str | Backend = "auto", *,
                  scope: str | None = None, rolling_window: int = 64, mask_scale: float | None = None,
                  threads: int | None = None, max_batch: int | None = None,
-                 refine: bool | None = None) -> None:
+                 refine: bool | str | None = None) -> None:
         if mask_scale is not None and not (isinstance(mask_scale, (int, float)) and 0 < mask_scale <= 1):
             raise InputError(f"mask_scale must be a number in (0, 1] (1.0 = full frame), got {mask_scale!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -100,13 +104,22 @@ class Inspector:
             self.backend, backend = backend, "auto"
             refine = False if refine is None else refine
         self.binarize_config = self.bundle.binarize_config
-        # SAM refinement (docs/refine.md): None = as the bundle says, False = never, True = required
+        self.refine_mode = self._refine_mode(refine)
+        # SAM refinement (docs/refine.md)
         from .refine import load_sam_refiner
 
-        self.refiner = None if refine is False else load_sam_refiner(self.bundle, backend, threads=threads)
-        if refine and self.refiner is None:
-            raise InputError(f"bundle {self.bundle.name!r} has no active refine.sam section (run "
-                             "`robis-edge export sam`, or set refine.sam.mode)")
+        self.refiner = None
+        if self.refine_mode == "sam":
+            self.refiner = load_sam_refiner(self.bundle, backend, threads=threads,
+                                            mode="single" if self._sam_off() else None)
+        self.ttt = None
+        if self.refine_mode == "ttt":
+            from .refine.ttt import TttRefiner
+
+            if not hasattr(self.backend, "run_with_features"):
+                raise InputError(f"--refine ttt needs the model's features from ONNX Runtime; backend "
+                                 f"{self.backend.name!r} does not provide them")
+            self.ttt = TttRefiner(self.bundle.ttt)
         self.morphology = self.bundle.morphology
         self.verdict_spec = self.bundle.verdict
         self.mask_scale = mask_scale
@@ -132,6 +145,32 @@ class Inspector:
         self._lock = threading.Lock()
         self._plans: dict[tuple[int, int], TilingPlan] = {}
 
+    def _sam_off(self) -> bool:
+        sam = self.bundle.sam
+        return sam is not None and sam.mode == "off"
+
+    def _refine_mode(self, refine: bool | str | None) -> str:
+        """'none', 'sam' or 'ttt', checked against what the bundle has."""
+        from .vocabulary import REFINE_MODES
+
+        if refine is None or refine is False:
+            if refine is False:
+                return "none"
+            sam, ttt = self.bundle.sam, self.bundle.ttt
+            if sam is not None and sam.mode != "off":
+                return "sam"
+            return "ttt" if ttt is not None and ttt.enabled else "none"
+        mode = "sam" if refine is True else refine
+        if mode not in REFINE_MODES:
+            raise InputError(f"refine must be one of {', '.join(REFINE_MODES)} (got {refine!r})")
+        if mode == "sam" and (self.bundle.sam is None or (refine is True and self._sam_off())):
+            raise InputError(f"bundle {self.bundle.name!r} has no active refine.sam section (run "
+                             "`robis-edge export sam`, or set refine.sam.mode)")
+        if mode == "ttt" and self.bundle.model.features is None:
+            raise InputError(f"bundle {self.bundle.name!r} has no features output for TTT (export it with "
+                             "`robis-edge export inpformer --features`)")
+        return mode
+
     # -- building blocks --------------------------------------------------------------
     def plan(self, height: int, width: int) -> TilingPlan:
         """The (cached) tiling plan of a frame size."""
@@ -148,8 +187,11 @@ class Inspector:
         self._check_size(plan)
         batch = tile_preprocessor(self.preprocess_spec, plan.tile_hw)(plan.extract(img))
         t1 = time.perf_counter()
-        tiles = self.backend.run(batch)
-        return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": ms_since(t1)}, img)
+        if self.ttt is not None:
+            tiles, feats = self.backend.run_with_features(batch)
+        else:
+            tiles, feats = self.backend.run(batch), None
+        return _Raw(plan, tiles, {"preprocess": (t1 - t0) * 1000.0, "infer": ms_since(t1)}, img, feats)
 
     def _check_size(self, plan: TilingPlan) -> None:
         """A frame must cover at least one map pixel in each direction (smaller ones cannot be
@@ -195,12 +237,30 @@ class Inspector:
         score = float(view.max()) if view.size else 0.0
         regions = find_regions(mask, merged, scale, frame_hw)
         verdict, reason = decide(regions, score, self.verdict_spec)
+        t_regions = ms_since(t1)
+        if self.ttt is not None and raw.features is not None and verdict == "fail":
+            # TTT4AS (docs/refine.md): a per-frame SVM on the frame's own features, trained on
+            # pseudo-labels of the unclipped map; frames the coarse mask passes cost nothing.
+            t_ttt = time.perf_counter()
+            score_map = raw.plan.merge(raw.tiles, self.bundle.map_scale)
+            refined, t_refine = self.ttt.refine(score_map, mask, raw.plan, raw.features, scale)
+            timings.update(t_refine)
+            mask = self._apply_roi(refined, rows, cols)
+            timings["refine"] = ms_since(t_ttt)
+            t2 = time.perf_counter()
+            regions = find_regions(mask, merged, scale, frame_hw)
+            if self.ttt.spec.verdict_from == "refined":
+                verdict, reason = decide(regions, score, self.verdict_spec)
+            else:
+                reason = f"coarse mask: {reason} (refine.ttt.verdict_from 'coarse')"
+            t_regions += ms_since(t2)
+        t1 = time.perf_counter()
         out_mask, mask_scale = mask, scale
         if self.mask_scale is not None and not math.isclose(self.mask_scale, scale):
             mask_scale = float(self.mask_scale)
             size = (max(1, round(frame_hw[1] * mask_scale)), max(1, round(frame_hw[0] * mask_scale)))
             out_mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-        timings["regions"] = ms_since(t1)
+        timings["regions"] = t_regions + ms_since(t1)
         thresholds = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold}
         if self.binarize_config.method == "fixed":
             thresholds["fixed"] = self.binarize_config.fixed_threshold
@@ -312,4 +372,6 @@ class Inspector:
                 "backend": self.backend.name, "provider": self.backend.provider,
                 "precision": self.backend.precision, "reason": self.backend.reason, "scope": self.scope,
                 "scope_reason": self.scope_reason,
-                "refine": None if self.refiner is None else self.refiner.describe()}
+                "refine": (self.refiner.describe() if self.refiner is not None
+                           else self.ttt.describe() if self.ttt is not None else None),
+                "refine_mode": self.refine_mode}

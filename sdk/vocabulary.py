@@ -28,6 +28,12 @@ SAM_BUNDLE_MODES: tuple[str, ...] = (*SAM_MODES, "off")
 SAM_CHANNEL_ORDERS: tuple[str, ...] = ("bgr_as_rgb", "rgb")
 SAM_MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
 
+# Refinement of the coarse mask (``--refine``; docs/refine.md): none, SAM-Finer, TTT4AS.
+REFINE_MODES: tuple[str, ...] = ("none", "sam", "ttt")
+TTT_CLASS_WEIGHTS: tuple[str, ...] = ("balanced", "none")
+TTT_NORMALIZE: tuple[str, ...] = ("none", "l2")
+TTT_VERDICT_FROM: tuple[str, ...] = ("refined", "coarse")
+
 # Preprocessing of a tile (bundle ``preprocess``).
 CHANNEL_ORDERS: tuple[str, ...] = ("RGB", "BGR")
 RESIZE_METHODS: tuple[str, ...] = ("pil_bilinear_antialias",)

@@ -98,3 +98,51 @@ def selftest_model_oracle(image: np.ndarray, seed: int = 0) -> np.ndarray:
     rows = small[:, i0] * (1 - f)[None, :, None] + small[:, i0 + 1] * f[None, :, None]
     out = rows[:, :, i0] * (1 - f)[None, None, :] + rows[:, :, i0 + 1] * f[None, None, :]
     return out[:, None].astype(np.float32)
+
+
+def ttt_oracle(score: np.ndarray, plan, tile_features: np.ndarray, scale: float, spec,
+               coarse_mask: np.ndarray | None = None) -> dict:
+    """TTT4AS the dense way (the paper's §3): every feature channel merged and upsampled to the
+    map, local maxima by comparing each pixel with its 8 neighbours, the hard points as squares
+    around each peak, a nominal grid, a LinearSVC (hinge loss) on those points, and every pixel of
+    the dense feature map classified."""
+    from sklearn.svm import LinearSVC
+
+    s = np.asarray(score, np.float32)
+    h, w = s.shape
+    padded = np.pad(s, 1, constant_values=-np.inf)
+    local_max = np.ones_like(s, dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                local_max &= s >= padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+    peaks = local_max & (s > np.percentile(s, spec.percentile))
+    anomalous = np.zeros((h, w), bool)
+    r = spec.hard_radius
+    for py, px in zip(*np.nonzero(peaks)):
+        anomalous[max(0, py - r):py + r + 1, max(0, px - r):px + r + 1] = True
+    nominal = np.zeros((h, w), bool)
+    for y in range(spec.nominal_stride // 2, h, spec.nominal_stride):
+        for x in range(spec.nominal_stride // 2, w, spec.nominal_stride):
+            nominal[y, x] = not anomalous[y, x]
+    feats = np.asarray(tile_features, np.float32)
+    if spec.normalize == "l2":
+        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), np.float32(1e-12))
+    dense = np.stack([plan.merge(feats[:, k], scale) for k in range(feats.shape[1])], axis=-1)
+    pos, neg = np.nonzero(anomalous), np.nonzero(nominal)
+    x = np.concatenate([dense[pos], dense[neg]])
+    y = np.concatenate([np.ones(len(pos[0]), np.int8), np.zeros(len(neg[0]), np.int8)])
+    svc = LinearSVC(C=spec.svm_c, loss="hinge", dual=True, max_iter=spec.max_iter, random_state=0,
+                    class_weight="balanced" if spec.class_weight == "balanced" else None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        svc.fit(x, y)
+    decision = dense.astype(np.float64) @ svc.coef_[0] + svc.intercept_[0]
+    mask = np.where(decision > 0, 255, 0).astype(np.uint8)
+    if spec.within_coarse:
+        mask[np.asarray(coarse_mask) == 0] = 0
+    return {"anomalous": anomalous, "nominal": nominal, "features": dense, "decision": decision,
+            "mask": mask, "coef": svc.coef_[0],
+            "intercept": float(svc.intercept_[0])}

@@ -54,3 +54,29 @@ def test_demo_bundle_on_fresh_sheet_frames(bundle):
         assert np.count_nonzero(mask & truth) >= 0.5 * np.count_nonzero(truth), f.name
         assert np.count_nonzero(mask) <= 0.03 * mask.size, f.name
     assert detected >= len(bad) - 1
+
+
+@pytest.mark.slow
+def test_demo_bundle_ttt_refinement(bundle):
+    """The features output and refine.ttt (not enabled): on the fresh frames, --refine ttt keeps
+    every verdict (verdict_from coarse) and raises the pixel F1 of the masks."""
+    pytest.importorskip("sklearn")
+    assert bundle.model.features == "features" and bundle.ttt is not None and not bundle.ttt.enabled
+    frames = make_scene_frames("sheet", 10, *bundle.frame_hw, defect_rate=0.5, seed=FRESH_SEED)
+    plain = Inspector(bundle, backend="ort-cpu", threads=2, mask_scale=1.0)
+    ttt = Inspector(bundle, backend="ort-cpu", threads=2, mask_scale=1.0, refine="ttt")
+    assert plain.refine_mode == "none" and ttt.refine_mode == "ttt"
+    counts = {"none": [0, 0, 0], "ttt": [0, 0, 0]}
+    for f in frames:
+        r0, r1 = plain.inspect(f.image, "gray"), ttt.inspect(f.image, "gray")
+        assert r0.verdict == r1.verdict, f.name
+        assert ("ttt_fit" in r1.timings_ms) == (r0.verdict == "fail"), f.name
+        truth = f.mask > 0
+        for key, r in (("none", r0), ("ttt", r1)):
+            m = r.mask > 0
+            c = counts[key]
+            c[0] += np.count_nonzero(m & truth)
+            c[1] += np.count_nonzero(m & ~truth)
+            c[2] += np.count_nonzero(~m & truth)
+    f1 = {k: 2 * tp / (2 * tp + fp + fn) for k, (tp, fp, fn) in counts.items()}
+    assert f1["ttt"] > 1.2 * f1["none"], f1

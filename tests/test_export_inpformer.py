@@ -290,3 +290,23 @@ def test_pos_embed_resample_other_size(golden_arch, golden_sd):
         assert model(torch.zeros(1, 3, 126, 126)).shape == (1, 1, 256, 256)
         with pytest.raises(ValueError, match="expected input"):
             model(torch.zeros(1, 3, 98, 98))
+
+
+def test_features_output(golden_model, golden_onnx, golden_arch, tmp_path):
+    """export --features: a second output 'features' (N×C×g×g, the mean of the target layers' patch
+    tokens) checked like the map; the map itself is the same as without it."""
+    path = tmp_path / "with_features.onnx"
+    report = export_onnx(golden_model, path, tolerance=TOL, features=True)
+    g, c = golden_arch.grid, golden_arch.embed_dim
+    assert report["features_shape"] == ["N", c, g, g] and report["features_max_abs_diff"] <= TOL
+    model = onnx.load(str(path))
+    assert [o.name for o in model.graph.output] == ["anomaly_map", "features"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(str(golden_onnx[0]), providers=["CPUExecutionProvider"])
+    x = _golden("input")
+    amap, feats = sess.run(["anomaly_map", "features"], {"image": x})
+    np.testing.assert_array_equal(amap, plain.run(["anomaly_map"], {"image": x})[0])  # bit-identical
+    # The fuse groups split the target layers in two equal halves: their mean is the mean of the
+    # upstream golden encoder levels.
+    assert feats.shape == (len(x), c, g, g)
+    assert _max_diff(feats, (_golden("en0") + _golden("en1")) / 2) <= TOL

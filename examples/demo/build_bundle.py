@@ -11,7 +11,8 @@
    DINOv2-layout .pth and passed to ``fit`` as ``encoder_weights``, the path real weights take), or
    DINOv2's own random initialisation (``--encoder dinov2-random``; the fit prints a warning);
 3. export: ONNX + bundle.json (export.inpformer.bundle_export: ONNX Runtime checked against torch,
-   provenance with the checkpoint sha256 and the torch/onnx versions);
+   provenance with the checkpoint sha256 and the torch/onnx versions), with the ``features``
+   output of ``export inpformer --features`` for the TTT refiner;
 4. calibrate: ``Inspector.calibrate`` on defect-free frames (the issue asks for good-only frames;
    docs/reference-pipeline.md ("Calibration statistics") warns that the MEBin range then collapses,
    so the verdict is tuned on further held-out defect-free frames: ``min_area_px`` above every
@@ -46,6 +47,11 @@ DEMO_ARCH = dict(embed_dim=96, depth=8, num_heads=4, img_size=224, patch_size=14
                  fuse_layer_decoder=[[0, 1, 2], [3, 4, 5]], decoder_depth=6, mlp_ratio=4.0, map_size=128,
                  gaussian_kernel=5, gaussian_sigma=4.0)
 WINDOW, OVERLAP = 512, 0.1
+# refine.ttt of the demo bundle (docs/BENCHMARKS.md, "TTT4AS refinement"): chosen on frames of seed
+# 4242, not enabled by default (`--refine ttt` runs it).
+DEMO_TTT = dict(enabled=False, percentile=99.7, hard_radius=0, nominal_stride=16, svm_c=1.0,
+                class_weight="balanced", max_iter=1000, normalize="l2", within_coarse=True,
+                verdict_from="coarse")
 # 512 + 3·460 by 512 + 2·460: 4×3 tiles of 512 (step 460) cover the frame exactly, no padding.
 FRAME_W, FRAME_H = 1892, 1432
 # Frame seeds. "validation" (404) was only used to choose the encoder and the training length
@@ -295,7 +301,8 @@ def main() -> int:
     if args.out.exists():
         shutil.rmtree(args.out)
     bundle, report = export_inpformer_bundle(ckpt, arch, args.out, name="demo-sheet", window=WINDOW,
-                                             overlap=OVERLAP, log=lambda m: log("      " + m))
+                                             overlap=OVERLAP, features=True,
+                                             log=lambda m: log("      " + m))
     bundle.update_provenance(training={
         "builder": "examples/demo/build_bundle.py", "command": "python examples/demo/build_bundle.py "
         + " ".join(sys.argv[1:]), "data": "sdk.tools.synthetic.product, defect-free frames, seed "
@@ -304,6 +311,7 @@ def main() -> int:
                  "(examples/demo/build_bundle.py demo_encoder_state_dict; no weights offline); demo only"
                  if fit_info.get("encoder_kind", "dinov2-random") == "demo" else
                  "encoder NOT pretrained: DINOv2 random init (no weights offline); demo only")})
+    bundle.set_ttt(DEMO_TTT)
     bundle.save()
 
     # ---- 4. calibrate + verdict -------------------------------------------------------------

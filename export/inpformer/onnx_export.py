@@ -19,6 +19,22 @@ from ..errors import ExportError
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "anomaly_map"
+FEATURES_NAME = "features"
+
+
+class MapAndFeatures(nn.Module):
+    """INP-Former with a second output: the encoder's fused feature at patch resolution
+    (N×C×g×g), the mean of the ``target_layers`` patch tokens that the bottleneck takes. The graph
+    already computes it for the map, so the output costs no extra work (docs/refine.md, TTT)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.arch = model.arch
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        en, de, fused, _ = self.model.parts(image)
+        return self.model.head(en, de), self.model._to_map(fused)
 
 
 class ExportMismatchError(ExportError, RuntimeError):
@@ -27,12 +43,13 @@ class ExportMismatchError(ExportError, RuntimeError):
 
 def export_onnx(model: nn.Module, path: str | Path, batch_dynamic: bool = True, opset: int = 17,
                 tolerance: float = 1e-4, check_batch: int = 2, input_size: int | None = None,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, features: bool = False) -> dict[str, Any]:
     """Export ``model`` to ``path`` and check it; returns a report dict.
 
     ``input_size`` defaults to ``model.arch.img_size``. The check feeds a random N(0,1) batch of
     ``check_batch`` tiles (1 when the batch is static) to torch and ORT-CPU and raises
-    ExportMismatchError when max |Δ| > ``tolerance``."""
+    ExportMismatchError when max |Δ| > ``tolerance``. ``features`` adds the second output
+    ``features`` (``MapAndFeatures``), checked the same way."""
     import onnx
     import onnxruntime as ort
 
@@ -42,14 +59,19 @@ def export_onnx(model: nn.Module, path: str | Path, batch_dynamic: bool = True, 
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, size, size, generator=gen)
     model = model.eval().float()
-    dynamic_axes = {INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}} if batch_dynamic else None
+    names = [OUTPUT_NAME, FEATURES_NAME] if features else [OUTPUT_NAME]
+    if features:
+        model = MapAndFeatures(model).eval()
+    dynamic_axes = {n: {0: "N"} for n in (INPUT_NAME, *names)} if batch_dynamic else None
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings and the exporter's deprecation notice
-        torch.onnx.export(model, (x,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        torch.onnx.export(model, (x,), str(path), input_names=[INPUT_NAME], output_names=names,
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
                           do_constant_folding=True)
-        expected = model(x).numpy()
+        out = model(x)
+        expected_all = [t.numpy() for t in (out if features else (out,))]
+        expected = expected_all[0]
 
     onnx.checker.check_model(str(path))
     proto = onnx.load(str(path), load_external_data=False)
@@ -58,15 +80,18 @@ def export_onnx(model: nn.Module, path: str | Path, batch_dynamic: bool = True, 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    got = sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
-    if got.shape != expected.shape:
-        raise ExportMismatchError(f"ONNX check failed: ORT output shape {got.shape} != torch "
-                                  f"{expected.shape}")
-    diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
-    if not diff <= tolerance:
-        raise ExportMismatchError(f"ONNX check failed: ORT vs torch max |diff| {diff:.3g} > tolerance "
-                                  f"{tolerance:.3g}")
-    return {
+    diffs = {}
+    for name, got, want in zip(names, sess.run(names, {INPUT_NAME: x.numpy()}), expected_all):
+        if got.shape != want.shape:
+            raise ExportMismatchError(f"ONNX check failed: ORT output {name!r} shape {got.shape} != torch "
+                                      f"{want.shape}")
+        d = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+        if not d <= tolerance:
+            raise ExportMismatchError(f"ONNX check failed: ORT vs torch max |diff| of {name!r} {d:.3g} > "
+                                      f"tolerance {tolerance:.3g}")
+        diffs[name] = d
+    diff = diffs[OUTPUT_NAME]
+    report = {
         "path": str(path),
         "opset": opset,
         "dynamic_batch": batch_dynamic,
@@ -78,3 +103,7 @@ def export_onnx(model: nn.Module, path: str | Path, batch_dynamic: bool = True, 
         "ops": dict(sorted(ops.items())),
         "file_size_bytes": path.stat().st_size,
     }
+    if features:
+        report["features_shape"] = ["N" if batch_dynamic else 1, *expected_all[1].shape[1:]]
+        report["features_max_abs_diff"] = diffs[FEATURES_NAME]
+    return report

@@ -51,6 +51,8 @@ def create_backend(model_path: str, *, input_size: int, map_size: int, backend: 
     the faster ones were not taken. ``tensorrt`` requires a matching engine (error otherwise)."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if max_batch is None and bundle is not None:
+        max_batch = bundle.model.max_batch  # a fixed-batch model runs that many tiles at a time
     not_trt = ""
     if backend in ("auto", "tensorrt"):
         entry, why = tensorrt_engine_for(bundle, "anomaly_model")
@@ -68,10 +70,11 @@ def create_backend(model_path: str, *, input_size: int, map_size: int, backend: 
     from .onnxruntime import OrtBackend, choose_providers
 
     providers, reason = choose_providers(backend)
+    features = None if bundle is None else bundle.model.features
     while True:
         try:
             return OrtBackend(model_path, providers, reason + not_trt, input_size=input_size,
-                              map_size=map_size, threads=threads, max_batch=max_batch)
+                              map_size=map_size, threads=threads, max_batch=max_batch, features=features)
         except BackendError as exc:
             # auto/onnxruntime: a GPU provider that ONNX Runtime lists but cannot start (its CUDA or
             # TensorRT libraries missing) steps down to the next one, and the reason says so.

@@ -101,14 +101,19 @@ class OrtBackend:
     precision = "fp32"
 
     def __init__(self, model_path: str, providers: list[str], reason: str, *, input_size: int,
-                 map_size: int, threads: int | None = None, max_batch: int | None = None) -> None:
+                 map_size: int, threads: int | None = None, max_batch: int | None = None,
+                 features: str | None = None) -> None:
         self.session = open_session(model_path, providers, threads)
         self.provider = self.session.get_providers()[0]
         self.reason = reason
         self.input_size, self.map_size = int(input_size), int(map_size)
+        self.features = features  # name of the optional patch-feature output (TTT), or None
         self._check_contract()
         # A model exported with a fixed batch runs in chunks of exactly that size.
         self.max_batch = self._fixed_batch or max_batch
+        if self._fixed_batch:
+            self.reason += (f"; the model has a fixed batch of {self._fixed_batch}: tiles run "
+                            f"{self._fixed_batch} at a time")
 
     def _check_contract(self) -> None:
         ins = {i.name: i for i in self.session.get_inputs()}
@@ -125,21 +130,42 @@ class OrtBackend:
         if len(o.shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(o.shape[1:], (1, m, m))):
             raise BackendError(f"model output 'anomaly_map' is {o.shape}, the bundle says N×1×{m}×{m}")
         self._fixed_batch = i.shape[0] if isinstance(i.shape[0], int) else None
+        if self.features is not None:
+            f = outs.get(self.features)
+            if f is None or f.type != "tensor(float)" or len(f.shape) != 4:
+                raise BackendError(f"the bundle declares a float32 N×C×g×g output {self.features!r}; the "
+                                   f"model has outputs {list(outs)}")
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
         n = len(batch)
         step = self.max_batch or n
-        outs = []
+        parts: list[list[np.ndarray]] = [[] for _ in names]
         for k in range(0, n, step):
             chunk = batch[k:k + step]
             real = len(chunk)
             if self._fixed_batch and real < self._fixed_batch:
                 pad = np.zeros((self._fixed_batch - real, *chunk.shape[1:]), dtype=chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
-            outs.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: chunk})[0][:real])
-        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
-        if out.shape != (len(batch), 1, self.map_size, self.map_size):
-            raise BackendError(f"model returned {out.shape}, expected ({len(batch)}, 1, "
+            for acc, out in zip(parts, self.session.run(names, {INPUT_NAME: chunk})):
+                acc.append(out[:real])
+        return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._check_maps(self._run(batch, [OUTPUT_NAME])[0], len(batch))
+
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (N, M, M) and the patch features (N, C, g, g) of one batch, from one model run."""
+        if self.features is None:
+            raise BackendError("this model has no features output (export it with `robis-edge export "
+                               "inpformer --features`)")
+        maps, feats = self._run(batch, [OUTPUT_NAME, self.features])
+        if feats.ndim != 4 or feats.shape[0] != len(batch) or feats.shape[2] != feats.shape[3]:
+            raise BackendError(f"the features output is {feats.shape}, expected ({len(batch)}, C, g, g)")
+        return self._check_maps(maps, len(batch)), feats
+
+    def _check_maps(self, out: np.ndarray, n: int) -> np.ndarray:
+        if out.shape != (n, 1, self.map_size, self.map_size):
+            raise BackendError(f"model returned {out.shape}, expected ({n}, 1, "
                                f"{self.map_size}, {self.map_size})")
         if not np.isfinite(out).all():
             raise BackendError("the model produced NaN or Inf scores for this frame")

@@ -24,6 +24,9 @@ from ..vocabulary import (
     RESIZE_METHODS,
     SAM_BUNDLE_MODES,
     SAM_CHANNEL_ORDERS,
+    TTT_CLASS_WEIGHTS,
+    TTT_NORMALIZE,
+    TTT_VERDICT_FROM,
 )
 from .fields import Section
 
@@ -46,6 +49,8 @@ class ModelSpec:
     map_size: int
     input: str = "image"
     output: str = "anomaly_map"
+    max_batch: int | None = None  # a model with a fixed batch (e.g. 1) runs that many tiles at a time
+    features: str | None = None  # the optional second output (N×C×g×g patch features), for TTT
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,22 @@ class SamRefineSpec:
     mask_threshold: float = 0.0
     fill_holes: bool = True
     external_data: tuple[str, ...] = ()  # the encoder's external weight files, if any
+
+
+@dataclass(frozen=True)
+class TttRefineSpec:
+    """The ``refine.ttt`` section: TTT4AS test-time SVM refinement (docs/refine.md)."""
+
+    enabled: bool = True
+    percentile: float = 99.0  # peaks of the map above this percentile are anomalous pseudo-labels
+    hard_radius: int = 1  # map pixels around each peak also labelled anomalous ("hard" points)
+    nominal_stride: int = 8  # nominal pseudo-labels: a regular grid of this step, off the anomalous ones
+    svm_c: float = 1.0  # soft-margin C of the linear SVM (hinge loss)
+    class_weight: str = "balanced"
+    max_iter: int = 1000
+    normalize: str = "none"  # "l2": each feature vector (per tile cell) scaled to unit length first
+    within_coarse: bool = False  # keep only pixels of the coarse mask (the paper classifies every pixel)
+    verdict_from: str = "refined"  # "coarse": pass/fail as the coarse mask decided (min_area_px tuned on it)
 
 
 @dataclass(frozen=True)
@@ -169,7 +190,9 @@ def read_files(raw: dict, where: str) -> dict[str, str]:
 def read_model(raw: dict, where: str) -> ModelSpec:
     s = Section(raw.get("anomaly_model"), "anomaly_model", where, required=True)
     return ModelSpec(s.relative_path("file"), s.integer("map_size", minimum=1),
-                     s.text("input", "image"), s.text("output", "anomaly_map"))
+                     s.text("input", "image"), s.text("output", "anomaly_map"),
+                     s.integer("max_batch", None, minimum=1, nullable=True),
+                     s.text("features", None, nullable=True))
 
 
 def read_preprocess(raw: dict, where: str) -> PreprocessSpec:
@@ -273,6 +296,25 @@ def read_sam(raw: dict, where: str) -> SamRefineSpec | None:
                          s.number("mask_threshold", 0.0), s.boolean("fill_holes", True), tuple(ext))
 
 
+def read_ttt(raw: dict, where: str) -> TttRefineSpec | None:
+    """``refine.ttt``, or None when the bundle has none."""
+    refine = Section(raw.get("refine"), "refine", where)
+    if refine.raw.get("ttt") is None:
+        return None
+    s = refine.section("ttt")
+    d = TttRefineSpec()
+    return TttRefineSpec(s.boolean("enabled", d.enabled),
+                         s.number("percentile", d.percentile, minimum=50.0, below=100.0),
+                         s.integer("hard_radius", d.hard_radius, minimum=0, maximum=64),
+                         s.integer("nominal_stride", d.nominal_stride, minimum=1),
+                         s.number("svm_c", d.svm_c, above=0.0),
+                         s.text("class_weight", d.class_weight, choices=TTT_CLASS_WEIGHTS),
+                         s.integer("max_iter", d.max_iter, minimum=1),
+                         s.text("normalize", d.normalize, choices=TTT_NORMALIZE),
+                         s.boolean("within_coarse", d.within_coarse),
+                         s.text("verdict_from", d.verdict_from, choices=TTT_VERDICT_FROM))
+
+
 def read_reference(raw: dict, where: str) -> ReferenceSpec | None:
     if raw.get("reference") is None:
         return None
@@ -334,6 +376,10 @@ def validate(raw: Any, where: str) -> None:
     if raw.get("calibration") is not None:
         read_calibration(raw["calibration"], where)
     read_sam(raw, where)
+    ttt = read_ttt(raw, where)
+    if ttt is not None and read_model(raw, where).features is None:
+        raise BundleError(f"{where}: refine.ttt needs 'anomaly_model.features' (a model exported with "
+                          "`robis-edge export inpformer --features`)")
     read_reference(raw, where)
     read_engines(raw, where)
     read_provenance(raw, where)

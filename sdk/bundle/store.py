@@ -27,6 +27,7 @@ from .schema import (
     ReferenceSpec,
     SamRefineSpec,
     TilingSpec,
+    TttRefineSpec,
     VerdictSpec,
 )
 
@@ -201,6 +202,11 @@ class Bundle:
         return schema.read_sam(self._raw, self.where)
 
     @property
+    def ttt(self) -> TttRefineSpec | None:
+        """``refine.ttt`` (TTT4AS), or None."""
+        return schema.read_ttt(self._raw, self.where)
+
+    @property
     def reference(self) -> ReferenceSpec | None:
         """The parity gate's reference tiles, or None."""
         return schema.read_reference(self._raw, self.where)
@@ -253,6 +259,35 @@ class Bundle:
             schema.read_sam(self._raw, self.where)
         except BundleError:
             refine["sam"] = old
+            raise
+
+    def set_ttt(self, section: dict[str, Any]) -> None:
+        """Replace ``refine.ttt`` (TTT4AS parameters) and check it; the model must have features."""
+        if self.model.features is None:
+            raise BundleError(f"{self.root}: refine.ttt needs an anomaly model with a 'features' output "
+                              "(`robis-edge export inpformer --features`)")
+        refine = self._raw.setdefault("refine", {})
+        old = refine.get("ttt")
+        refine["ttt"] = section
+        try:
+            schema.read_ttt(self._raw, self.where)
+        except BundleError:
+            refine["ttt"] = old
+            raise
+
+    def set_model_fields(self, **fields: Any) -> None:
+        """Set optional ``anomaly_model`` fields (``max_batch``, ``features``) and check them."""
+        unknown = set(fields) - {"max_batch", "features"}
+        if unknown:
+            raise BundleError(f"unknown anomaly_model field(s) {sorted(unknown)}")
+        section = self._raw["anomaly_model"]
+        old = dict(section)
+        section.update(fields)
+        try:
+            schema.read_model(self._raw, self.where)
+        except BundleError:
+            section.clear()
+            section.update(old)
             raise
 
     def sam_section(self) -> dict[str, Any]:

@@ -126,8 +126,11 @@ def model_plans(bundle, precision: str = "fp16", *, frame_hw: tuple[int, int] | 
     hw = frame_hw or bundle.frame_hw or DEFAULT_FRAME
     n = tiles_per_frame(bundle, hw)
     s = bundle.preprocess.size
+    fixed = bundle.model.max_batch  # a model with a fixed batch (bundle new) takes exactly that many
+    lo = fixed or 1
+    n = fixed or n
     plans = [ModelPlan("anomaly_model", bundle.model.file,
-                       {"image": ((1, 3, s, s), (n, 3, s, s), (n, 3, s, s))}, LADDERS[precision], contexts)]
+                       {"image": ((lo, 3, s, s), (n, 3, s, s), (n, 3, s, s))}, LADDERS[precision], contexts)]
     sam = bundle.sam
     if sam is not None and sam.mode != "off":
         enc_ladder = LADDERS["fp16" if precision == "int8" else precision]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from sdk import options as opt
-from sdk.vocabulary import BACKEND_HELP, DATASET_LAYOUTS, SCOPES
+from sdk.vocabulary import BACKEND_HELP, DATASET_LAYOUTS, REFINE_MODES, SCOPES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "offline semantics, via Inspector.inspect_batch)")
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--refine", choices=REFINE_MODES,
+                   help="mask refinement: none, sam (SAM-Finer) or ttt (TTT4AS; needs the features output) "
+                   "(default: as the bundle says)")
     p.add_argument("--fpr-limit", type=opt.number(above=0.0, maximum=1.0), default=0.05,
                    help="integration limit of AucPro (default 0.05 as MVTec AD 2; MVTec AD used 0.3)")
     p.add_argument("--max-images", type=opt.positive_int,
@@ -89,7 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         require_matplotlib()  # fail before hours of inference, not after
     cfg = EvalConfig(scope=args.scope, backend=args.backend, threads=args.threads, fpr_limit=args.fpr_limit,
                      report=args.report, gallery=args.gallery, save_maps=args.save_maps,
-                     progress=not args.quiet)
+                     progress=not args.quiet, refine=args.refine)
     summary = evaluate(args.dataset, parse_bundle_specs(args.bundle), args.out, layout=args.layout,
                        split=args.split, products=args.products, max_images=args.max_images, config=cfg)
     t = summary["timings_s"]

@@ -26,10 +26,15 @@ class EvalConfig:
     gallery: int = 8
     save_maps: bool = False
     progress: bool = True
+    refine: str | None = None  # none | sam | ttt; None: as each bundle says
 
     def validate(self) -> None:
         """Raise ``InputError`` for an unknown scope or an FPR limit outside (0, 1]."""
         if self.scope not in SCOPES:
             raise InputError(f"unknown scope {self.scope!r}; choose one of {', '.join(SCOPES)}")
+        from sdk.vocabulary import REFINE_MODES
+
+        if self.refine is not None and self.refine not in REFINE_MODES:
+            raise InputError(f"unknown refine mode {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
         if not 0.0 < self.fpr_limit <= 1.0:
             raise InputError(f"the FPR limit must be in (0, 1], got {self.fpr_limit}")
