@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from sdk.preprocess import tile_preprocessor
+
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
@@ -93,7 +95,7 @@ def test_fixed_batch_3d_output_wrapped_and_inspected(tmp_path, capsys):
     assert "fixed batch of 1" in insp.describe()["reason"]
     raw = insp._infer(frame, "rgb")
     assert raw.plan.num_tiles > 1
-    tiles = insp._preprocessor(raw.plan.tile_hw)(raw.plan.extract(frame))
+    tiles = tile_preprocessor(insp.preprocess_spec, raw.plan.tile_hw)(raw.plan.extract(frame))
     want = run_original(src, "input.1", "scores", tiles)
     np.testing.assert_array_equal(raw.tiles, want)
 

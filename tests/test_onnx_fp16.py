@@ -32,9 +32,9 @@ def test_fp16_copy_pins_the_plan_layers_and_matches(path):
     m16, report = convert_fp16(src)
     assert report["untyped_tensors"] == 0 and report["casts"] > 0 and report["fp16_nodes"] > 0
     types = _types(m16)
-    # The contract is unchanged: float32 image in, float32 anomaly_map out.
+    # The contract is unchanged: float32 image in, float32 anomaly_map (and features, when exported) out.
     assert [types[i.name] for i in m16.graph.input] == [F32]
-    assert [types[o.name] for o in m16.graph.output] == [F32]
+    assert [types[o.name] for o in m16.graph.output] == [F32] * len(src.graph.output)
     pinned = {layer.name for layer in plan.onnx_layers(src) if plan.is_fragile(layer)}
     by_name = {n.name: n for n in m16.graph.node}
     ops = {n.name: n.op_type for n in src.graph.node}
