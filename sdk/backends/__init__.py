@@ -105,7 +105,8 @@ def create_backend(model_path: str, *, input_size: int, map_size: int, backend: 
     if backend == "auto" and providers[0] == "CPUExecutionProvider":
         entry, why = openvino_engine_for(bundle, "anomaly_model")
         if entry is not None:
-            return _openvino_backend(model_path, backend, entry, f"{why}; {reason}{not_trt}", **ov_kw)
+            cpu_only = reason.removeprefix(f"{backend}: ")
+            return _openvino_backend(model_path, backend, entry, f"{why}; {cpu_only}{not_trt}", **ov_kw)
         not_trt += f"; OpenVINO engine not used: {why}"
     return OrtBackend(model_path, providers, reason + not_trt, input_size=input_size, map_size=map_size,
                       threads=threads, max_batch=max_batch)

@@ -102,18 +102,15 @@ def openvino_host() -> OpenvinoHost:
     return OpenvinoHost(short_version(ov.get_version()), cpu_name(), isas_of(flags, caps), devices)
 
 
-def default_cache_dir(model_path: str | Path) -> Path:
-    """``engines/openvino-cache`` beside the model when writable, else ~/.cache/robis-edge/openvino."""
-    here = Path(model_path).resolve().parent / "engines" / "openvino-cache"
-    try:
-        here.mkdir(parents=True, exist_ok=True)
-        if os.access(here, os.W_OK):
-            return here
-    except OSError:
-        pass
-    home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robis-edge" / "openvino"
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+def default_cache_dir() -> Path:
+    """Where compiled models are cached: ``$ROBIS_OPENVINO_CACHE``, else
+    ``~/.cache/robis-edge/openvino`` (OpenVINO keys each blob by the model, the device, the
+    properties and its own version, so bundles never collide and a stale blob is never used)."""
+    env = os.environ.get("ROBIS_OPENVINO_CACHE")
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    root = Path(env) if env else base / "robis-edge" / "openvino"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def compile_config(precision: str, device: str, threads: int | None, streams: int | None) -> dict:
@@ -158,7 +155,7 @@ class OvBackend:
         if device not in core.available_devices:
             raise BackendError(f"OpenVINO device {device} is not present here (available: "
                                f"{', '.join(core.available_devices)})")
-        cache = Path(cache_dir) if cache_dir else default_cache_dir(model_path)
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
         core.set_property({"CACHE_DIR": str(cache)})
         try:
             self.compiled = core.compile_model(str(model_path), device,
@@ -171,6 +168,7 @@ class OvBackend:
             raise BackendError(f"OpenVINO compiled {model_path} to run in {runs}, not {HINTS[precision]} as "
                                f"asked (this {device} has no native {HINTS[precision]}); refusing a silent "
                                "precision change: choose f32")
+        self.from_cache = bool(self.compiled.get_property("LOADED_FROM_CACHE"))
         host = openvino_host()
         self.version = short_version(ov.get_version())
         self.device, self.precision, self.reason = device, precision, reason

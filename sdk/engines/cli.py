@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "bundle's engines); fast enough for a container health check")
     q.add_argument("--require", default="",
                    help="comma-separated components whose absence is a failure: "
-                   "gpu, pycuda, tensorrt, ort-cuda, ort-tensorrt")
+                   "gpu, pycuda, tensorrt, ort-cuda, ort-tensorrt, openvino")
     q.add_argument("--frames", type=int, default=3, help="timed frames per backend (default 3)")
     q.add_argument("--frame-size", metavar="WxH", help="frame size for the timing (default as build)")
     q.add_argument("--json", type=Path, help="also write the rows as JSON")

@@ -119,6 +119,8 @@ def build_openvino_engine(bundle_path: str | Path, precision: str = "auto", *,
         raise InputError(f"--openvino-device {device}: only --precision f32 is built for it here (the int8 "
                          "and bf16 rungs are CPU paths)")
     steps, skipped = ladder_for(precision, host.isas)
+    if calibration_images is not None and not Path(calibration_images).is_dir():
+        raise InputError(f"--calibration-images {calibration_images}: not a directory")
     bundle = Bundle.load(bundle_path)
     s = bundle.preprocess.size
     if reference_images:
