@@ -47,28 +47,32 @@ class TorchBackend:
         return out.float().numpy()[:, 0]
 
 
-def measure(label: str, backend, bundle, frames, tile: np.ndarray, runs: int) -> dict:
-    """ms/tile (batch 1, median of ``runs`` after one warm-up), the Inspector on each frame."""
+def interleaved(backends: dict, bundle, frames, tile: np.ndarray, runs: int) -> dict:
+    """ms/tile (batch 1) and ms/frame (``Inspector.inspect``, 9 tiles) of every backend, measured
+    round-robin (backend A, B, C, A, B, C, …) so that a shared, fluctuating CPU load falls on all of
+    them alike; one warm-up each. Returns label → {ms_tile, ms_frame, runs, results}."""
     from sdk import Inspector
 
-    backend.run(tile)
-    t_tile = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        backend.run(tile)
-        t_tile.append((time.perf_counter() - t0) * 1e3)
-    insp = Inspector(bundle, backend=backend)
-    results, t_frame = [], []
-    for f in frames:
-        t0 = time.perf_counter()
-        results.append(insp.inspect(f, "gray"))
-        t_frame.append((time.perf_counter() - t0) * 1e3)
-    row = {"backend": label, "provider": backend.provider, "precision": backend.precision,
-           "ms_tile": float(np.median(t_tile)), "ms_frame": float(np.median(t_frame)),
-           "ms_tile_runs": t_tile, "ms_frame_runs": t_frame}
-    print(f"  {label:<22} {row['ms_tile']:8.0f} ms/tile {row['ms_frame']:9.0f} ms/frame  "
-          f"({backend.provider})", flush=True)
-    return {"row": row, "results": results}
+    out = {k: {"tile": [], "frame": [], "results": []} for k in backends}
+    insp = {}
+    for k, be in backends.items():
+        be.run(tile)
+        insp[k] = Inspector(bundle, backend=be)
+    for i in range(runs):
+        for k, be in backends.items():
+            t0 = time.perf_counter()
+            be.run(tile)
+            out[k]["tile"].append((time.perf_counter() - t0) * 1e3)
+        print(f"  tile round {i + 1}/{runs}: " + ", ".join(f"{k} {v['tile'][-1]:.0f}"
+                                                          for k, v in out.items()), flush=True)
+    for j, f in enumerate(frames):
+        for k in backends:
+            t0 = time.perf_counter()
+            out[k]["results"].append(insp[k].inspect(f, "gray"))
+            out[k]["frame"].append((time.perf_counter() - t0) * 1e3)
+        print(f"  frame {j + 1}/{len(frames)}: " + ", ".join(f"{k} {v['frame'][-1]:.0f}"
+                                                             for k, v in out.items()), flush=True)
+    return out
 
 
 def parity(ref_results, results) -> dict:
@@ -80,7 +84,8 @@ def parity(ref_results, results) -> dict:
 
 
 def serve_vs_inspector(bundle_root: Path, backend: str, frames, threads: int) -> dict:
-    """Frames/s of ``serve`` (1 worker, pull input, loopback) vs ``Inspector.inspect`` in a loop."""
+    """``serve`` (1 worker, pull input, loopback) vs ``Inspector.inspect``: each frame once through
+    each, alternately, one at a time; the ratio of the summed times is the service's overhead."""
     import zmq
 
     from edge_runtime import protocol as P
@@ -89,13 +94,6 @@ def serve_vs_inspector(bundle_root: Path, backend: str, frames, threads: int) ->
     from sdk import Inspector
 
     insp = Inspector(bundle_root, backend=backend, threads=threads)
-    insp.inspect(frames[0], "gray")
-    t0 = time.perf_counter()
-    for f in frames:
-        insp.inspect(f, "gray")
-    direct = len(frames) / (time.perf_counter() - t0)
-    del insp
-    gc.collect()
     ctx = zmq.Context()
     cam = ctx.socket(zmq.PUSH)
     cam.bind("tcp://127.0.0.1:*")
@@ -107,31 +105,38 @@ def serve_vs_inspector(bundle_root: Path, backend: str, frames, threads: int) ->
     sub.connect(svc.endpoints["output"])
     sub.setsockopt(zmq.SUBSCRIBE, b"result.")
     time.sleep(0.5)
-    try:
-        cam.send_multipart(P.encode_frame("cam0", 0, frames[0]))  # warm-up, as for the Inspector
+
+    def served(i: int, f) -> float:
+        t0 = time.perf_counter()
+        cam.send_multipart(P.encode_frame("cam0", i, f))
         assert sub.poll(600_000), "serve gave no result"
         sub.recv_multipart()
-        t0 = time.perf_counter()
+        return time.perf_counter() - t0
+
+    try:
+        served(0, frames[0])  # warm-up of both
+        insp.inspect(frames[0], "gray")
+        t_direct, t_served = [], []
         for i, f in enumerate(frames):
-            cam.send_multipart(P.encode_frame("cam0", i + 1, f))
-        for _ in frames:
-            assert sub.poll(600_000), "serve gave no result"
-            sub.recv_multipart()
-        served = len(frames) / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            insp.inspect(f, "gray")
+            t_direct.append(time.perf_counter() - t0)
+            t_served.append(served(i + 1, f))
     finally:
         svc.stop()
         for s in (cam, sub):
             s.close(0)
         ctx.term()
-    return {"backend": backend, "frames": len(frames), "inspector_fps": direct, "serve_fps": served,
-            "overhead_pct": 100.0 * (direct / served - 1.0)}
+    direct, serve = len(frames) / sum(t_direct), len(frames) / sum(t_served)
+    return {"backend": backend, "frames": len(frames), "inspector_fps": direct, "serve_fps": serve,
+            "overhead_pct": 100.0 * (direct / serve - 1.0), "inspector_s": t_direct, "serve_s": t_served}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "robis-bench-backends")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--frames", type=int, default=2, help="fresh 2448x2048 frames per backend (default 2)")
+    ap.add_argument("--frames", type=int, default=2, help="fresh 2448x2048 frames (default 2)")
     ap.add_argument("--tile-runs", type=int, default=3)
     ap.add_argument("--calibration-tiles", type=int, default=32, help="int8 PTQ tiles (default 32)")
     ap.add_argument("--serve-frames", type=int, default=3)
@@ -166,72 +171,71 @@ def main() -> int:
           f"torch {torch.__version__}; {len(frames)} fresh 2448x2048 frames (9 tiles each)", flush=True)
     out = {"host": host_info(), "threads": args.threads, "isas": list(host.isas), "rows": [], "skipped": {}}
 
-    ort = create_backend(str(bundle.model_path), input_size=s, map_size=m, backend="ort-cpu",
-                         threads=args.threads)
-    ref = measure("onnxruntime fp32", ort, bundle, frames, tile, args.tile_runs)
-    ref_gate = pipeline_outputs(bundle, ort, ref_tiles, color)
-    del ort
-    gc.collect()
-    base = ref["row"]["ms_tile"]
-    ref["row"].update(parity(ref["results"], ref["results"]), speedup_tile=1.0)
-    out["rows"].append(ref["row"])
-
-    def add(label: str, make, gate_step: str | None = None) -> None:
-        if label in args.skip:
-            out["skipped"][label] = "--skip"
-            return
-        try:
-            backend = make()
-        except Exception as exc:
-            out["skipped"][label] = str(exc)
-            print(f"  {label:<22} skipped: {exc}", flush=True)
-            return
-        got = measure(label, backend, bundle, frames, tile, args.tile_runs)
-        row = got["row"]
-        row.update(parity(ref["results"], got["results"]), speedup_tile=base / row["ms_tile"],
-                   speedup_frame=ref["row"]["ms_frame"] / row["ms_frame"])
-        if gate_step:
-            rep = gate_anomaly_model(bundle, backend, ref_gate, ref_tiles, color, gate_step)
-            row["gate"] = rep.to_json()
-            print(f"      gate {rep.line()}", flush=True)
-        print(f"      parity vs ORT fp32: max |Δ| {row['max_abs_255']:.3f} (0..255), mask agreement "
-              f"{100 * row['mask_agreement_min']:.3f} %, verdicts {row['verdicts_same']}; "
-              f"{row['speedup_tile']:.2f}× per tile", flush=True)
-        out["rows"].append(row)
-        del backend
-        gc.collect()
-
-    held = {}
+    backends, makers = {}, {}
+    makers["onnxruntime fp32"] = lambda: create_backend(str(bundle.model_path), input_size=s, map_size=m,
+                                                        backend="ort-cpu", threads=args.threads)
     if not {"torch fp32", "torch bf16 autocast"} <= set(args.skip):
-        held["model"] = vitb_model()
-    add("torch fp32", lambda: TorchBackend(held["model"], bf16=False))
-    add("torch bf16 autocast", lambda: TorchBackend(held["model"], bf16=True))
-    held.clear()
-    gc.collect()
-    add("openvino f32", lambda: OvBackend(bundle.model_path, input_size=s, map_size=m, precision="f32",
-                                          threads=args.threads), "f32")
+        model = vitb_model()
+        makers["torch fp32"] = lambda: TorchBackend(model, bf16=False)
+        makers["torch bf16 autocast"] = lambda: TorchBackend(model, bf16=True)
+    makers["openvino f32"] = lambda: OvBackend(bundle.model_path, input_size=s, map_size=m, precision="f32",
+                                               threads=args.threads)
     if bf16_native(host.isas):
-        add("openvino bf16", lambda: OvBackend(bundle.model_path, input_size=s, map_size=m, precision="bf16",
-                                               threads=args.threads), "bf16")
+        makers["openvino bf16"] = lambda: OvBackend(bundle.model_path, input_size=s, map_size=m,
+                                                    precision="bf16", threads=args.threads)
     else:
         out["skipped"]["openvino bf16"] = (f"no native bf16 on this CPU ({', '.join(host.isas)}): OpenVINO "
-                                           "would run it as f32")
-        print(f"  {'openvino bf16':<22} skipped: {out['skipped']['openvino bf16']}", flush=True)
-    if "openvino int8" not in args.skip:
-        xml = args.work / "vitb-int8" / "anomaly_model.int8.xml"
+                                           "would run it as f32 (the backend refuses it)")
+    xml = args.work / "vitb-int8" / "anomaly_model.int8.xml"
+    if "openvino int8" not in args.skip and not xml.is_file():
         xml.parent.mkdir(parents=True, exist_ok=True)
-        if not xml.is_file():
-            calib_dir = args.work / "calib-frames"
-            calib_dir.mkdir(exist_ok=True)
-            for i, f in enumerate(make_frames(max(1, args.calibration_tiles // 9), 2048, 2448, seed=31)):
-                cv2.imwrite(str(calib_dir / f"f{i:03d}.png"), f.image)
-            calib = calibration_tiles(bundle, ref_tiles, calib_dir, args.calibration_tiles)
-            t0 = time.perf_counter()
-            quantize_int8(bundle.model_path, calib, xml)
-            out["int8_quantize_s"] = time.perf_counter() - t0
-            print(f"  int8 PTQ on {len(calib)} tiles: {out['int8_quantize_s']:.0f} s", flush=True)
-        add("openvino int8", lambda: OvBackend(xml, input_size=s, map_size=m, precision="int8",
-                                               threads=args.threads), "int8")
+        calib_dir = args.work / "calib-frames"
+        calib_dir.mkdir(exist_ok=True)
+        for i, f in enumerate(make_frames(max(1, args.calibration_tiles // 9), 2048, 2448, seed=31)):
+            cv2.imwrite(str(calib_dir / f"f{i:03d}.png"), f.image)
+        calib = calibration_tiles(bundle, ref_tiles, calib_dir, args.calibration_tiles)
+        t0 = time.perf_counter()
+        quantize_int8(bundle.model_path, calib, xml)
+        out["int8_quantize_s"] = time.perf_counter() - t0
+        out["int8_calibration_tiles"] = len(calib)
+        print(f"  int8 PTQ on {len(calib)} tiles: {out['int8_quantize_s']:.0f} s", flush=True)
+    makers["openvino int8"] = lambda: OvBackend(xml, input_size=s, map_size=m, precision="int8",
+                                                threads=args.threads)
+    for label, make in makers.items():
+        if label in args.skip:
+            out["skipped"][label] = "--skip"
+            continue
+        try:
+            backends[label] = make()
+        except Exception as exc:
+            out["skipped"][label] = str(exc)
+    for label, why in out["skipped"].items():
+        print(f"  {label:<22} skipped: {why}", flush=True)
+    got = interleaved(backends, bundle, frames, tile, args.tile_runs)
+    ref = got["onnxruntime fp32"]
+    ref_gate = pipeline_outputs(bundle, backends["onnxruntime fp32"], ref_tiles, color)
+    base_tile, base_frame = float(np.median(ref["tile"])), float(np.median(ref["frame"]))
+    steps = {"openvino f32": "f32", "openvino bf16": "bf16", "openvino int8": "int8"}
+    print(f"\n{'backend':<22}{'ms/tile':>9}{'ms/frame':>10}{'× tile':>8}{'× frame':>9}{'max|Δ|':>8}"
+          f"{'mask %':>9}{'verdicts':>9}  gate", flush=True)
+    for label, v in got.items():
+        be = backends[label]
+        row = {"backend": label, "provider": be.provider, "precision": be.precision,
+               "ms_tile": float(np.median(v["tile"])), "ms_frame": float(np.median(v["frame"])),
+               "ms_tile_runs": v["tile"], "ms_frame_runs": v["frame"], **parity(ref["results"], v["results"])}
+        row["speedup_tile"] = base_tile / row["ms_tile"]
+        row["speedup_frame"] = base_frame / row["ms_frame"]
+        gate = ""
+        if label in steps:
+            rep = gate_anomaly_model(bundle, be, ref_gate, ref_tiles, color, steps[label])
+            row["gate"] = rep.to_json()
+            gate = rep.line()
+        out["rows"].append(row)
+        print(f"{label:<22}{row['ms_tile']:9.0f}{row['ms_frame']:10.0f}{row['speedup_tile']:8.2f}"
+              f"{row['speedup_frame']:9.2f}{row['max_abs_255']:8.2f}{100 * row['mask_agreement_min']:9.3f}"
+              f"{row['verdicts_same']:>9}  {gate}", flush=True)
+    backends.clear()
+    gc.collect()
     gated = [r for r in out["rows"] if r.get("gate", {}).get("passed")]
     if gated and args.serve_frames:
         best = min(gated, key=lambda r: r["ms_tile"])
