@@ -181,12 +181,16 @@ def test_isa_detection():
 
 
 # ---------------------------------------------------------------------------------- build + gate
-def test_build_int8_fails_the_gate_and_steps_down_to_f32(inp):
-    """Real NNCF int8 of the real INP-Former: the gate measures it and steps down (bf16 too where
-    this CPU has it natively); the f32 compile hint is accepted and recorded with every rung."""
+def test_build_auto_walks_the_ladder_on_the_inp_former(inp):
+    """Real NNCF int8 of the real INP-Former on its 4 reference tiles: the gate measures it (on this
+    project's AVX2 machine it fails: cosine 0.986, every verdict different) and steps down (bf16 too
+    where this CPU has it natively); the accepted rung is recorded with every rung tried."""
     out = build_openvino_engine(inp.root, "auto", threads=2, log=lambda m: None)
     tried = [r.precision for r in out.reports]
-    assert tried[0] == "int8" and not out.reports[0].passed and tried[-1] == out.entry.precision
+    assert tried[0] == "int8" and tried[-1] == out.entry.precision
+    assert all(not r.passed for r in out.reports[:-1]) and out.reports[-1].passed
+    if HOST.isas and HOST.isas[0] == "avx2":  # measured here; other ISAs quantise differently
+        assert not out.reports[0].passed
     b = Bundle.load(inp.root)
     (e,) = engine_entries(b, target="openvino")
     assert e == out.entry and e.target == "openvino" and e.openvino_version == HOST.version
