@@ -10,13 +10,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# Editable install with the dev, export and integration extras (the dev extra lists the
-# integration packages too, so that the output tests always have asyncua and paho-mqtt). The export extra pins torch==2.13.0, the
+# Editable install with the dev, export, integration and openvino extras (the dev extra lists the
+# integration packages too, so that the output tests always have asyncua and paho-mqtt; the OpenVINO
+# tests run the real OpenVINO and NNCF). The export extra pins torch==2.13.0, the
 # CPU wheel the development machines carry: it is installed first and alone so that nothing can
 # resolve torch to a CUDA build (see DEVELOPERS.md).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,export,integration]'
+	$(PY) -m pip install -q -e '.[dev,export,integration,openvino]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -11,9 +11,21 @@ from __future__ import annotations
 COLORS: tuple[str, ...] = ("gray", "bgr", "rgb")
 
 # Model backends (``create_backend``, ``--backend``).
-BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "ort-cpu", "ort-cuda", "ort-tensorrt")
+BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "ort-cpu", "ort-cuda", "ort-tensorrt",
+                              "openvino")
 BACKEND_HELP = ("auto (default: the bundle's TensorRT engine, else ONNX Runtime TensorRT/CUDA execution "
-                "provider, else CPU; says why), tensorrt, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt")
+                "provider, else the bundle's OpenVINO engine, else ONNX Runtime CPU; says why), tensorrt, "
+                "onnxruntime, ort-cpu, ort-cuda, ort-tensorrt, openvino (the bundle's OpenVINO engine, "
+                "else the ONNX in f32 accuracy mode)")
+
+# Engine targets of ``robis-edge build`` (docs/gpu.md, docs/openvino.md) and their precisions.
+BUILD_TARGETS: tuple[str, ...] = ("tensorrt", "openvino")
+TENSORRT_PRECISIONS: tuple[str, ...] = ("fp16", "fp32", "int8")
+OPENVINO_PRECISIONS: tuple[str, ...] = ("auto", "f32", "bf16", "int8")
+# OpenVINO device names a bundle may be compiled for (``--openvino-device``).
+OPENVINO_DEVICES: tuple[str, ...] = ("CPU", "GPU", "NPU")
+# CPU instruction sets an OpenVINO engine relies on, fastest first (docs/openvino.md).
+CPU_ISAS: tuple[str, ...] = ("amx", "avx512_bf16", "avx512", "avx2", "sse4.2")
 
 # Statistic scopes (docs/architecture.md).
 SCOPES: tuple[str, ...] = ("calibrated", "rolling", "batch")

@@ -30,7 +30,7 @@ def tensorrt_engine_for(bundle, model: str):
     from ..engines import engine_entries, select_engine
     from .gpu import cuda_device, tensorrt_probe
 
-    if bundle is None or not engine_entries(bundle, model):
+    if bundle is None or not engine_entries(bundle, model, "tensorrt"):
         return None, "the bundle has no TensorRT engine (`robis-edge build` makes one on the device)"
     trt = tensorrt_probe()
     gpu, gpu_why = cuda_device()
@@ -42,17 +42,51 @@ def tensorrt_engine_for(bundle, model: str):
     return entry, why
 
 
+def openvino_engine_for(bundle, model: str):
+    """The bundle's OpenVINO engine of ``model`` that runs on this host, or (None, why not)."""
+    from ..engines import engine_entries, select_openvino_engine
+    from .openvino import openvino_host
+
+    if bundle is None or not engine_entries(bundle, model, "openvino"):
+        return None, ("the bundle has no OpenVINO engine (`robis-edge build --target openvino` makes one "
+                      "on the device)")
+    return select_openvino_engine(bundle, model, openvino_host())
+
+
+def _openvino_backend(model_path: str, backend: str, entry, why: str, *, input_size: int, map_size: int,
+                      threads: int | None, streams: int | None, max_batch: int | None, bundle):
+    from .openvino import OvBackend
+
+    if entry is None:  # explicit --backend openvino without an engine for this host
+        return OvBackend(model_path, input_size=input_size, map_size=map_size, precision="f32",
+                         reason=f"{backend}: no OpenVINO engine for this host ({why}); running the ONNX in "
+                         "f32, accuracy mode", threads=threads, streams=streams, max_batch=max_batch)
+    path = bundle.resolve(entry.file) if entry.file else model_path
+    return OvBackend(path, input_size=input_size, map_size=map_size, precision=entry.precision,
+                     reason=f"{backend}: {why}", device=entry.device or "CPU", threads=threads,
+                     streams=streams, max_batch=max_batch)
+
+
 def create_backend(model_path: str, *, input_size: int, map_size: int, backend: str = "auto",
-                   threads: int | None = None, max_batch: int | None = None, bundle=None) -> Backend:
+                   threads: int | None = None, max_batch: int | None = None, bundle=None,
+                   streams: int | None = None) -> Backend:
     """Create the backend asked for.
 
-    ``auto``: the bundle's TensorRT engine when one matches this GPU and TensorRT version, else the
-    fastest ONNX Runtime provider present (TensorRT EP, CUDA EP, CPU); ``reason`` says which and why
-    the faster ones were not taken. ``tensorrt`` requires a matching engine (error otherwise)."""
+    ``auto``: the bundle's TensorRT engine when one matches this GPU and TensorRT version, else
+    ONNX Runtime's TensorRT or CUDA execution provider when present, else the bundle's OpenVINO
+    engine when one matches this CPU and OpenVINO version, else ONNX Runtime on the CPU; ``reason``
+    says which and why the faster ones were not taken. ``tensorrt`` requires a matching engine
+    (error otherwise); ``openvino`` takes the matching OpenVINO engine, else runs the ONNX in f32
+    accuracy mode and says so. ``streams``: OpenVINO CPU streams (default: its latency hint's)."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if max_batch is None and bundle is not None:
         max_batch = bundle.model.max_batch  # a fixed-batch model runs that many tiles at a time
+    ov_kw = dict(input_size=input_size, map_size=map_size, threads=threads, streams=streams,
+                 max_batch=max_batch, bundle=bundle)
+    if backend == "openvino":
+        entry, why = openvino_engine_for(bundle, "anomaly_model")
+        return _openvino_backend(model_path, backend, entry, why, **ov_kw)
     not_trt = ""
     if backend in ("auto", "tensorrt"):
         entry, why = tensorrt_engine_for(bundle, "anomaly_model")
@@ -70,6 +104,12 @@ def create_backend(model_path: str, *, input_size: int, map_size: int, backend: 
     from .onnxruntime import OrtBackend, choose_providers
 
     providers, reason = choose_providers(backend)
+    if backend == "auto" and providers[0] == "CPUExecutionProvider":
+        entry, why = openvino_engine_for(bundle, "anomaly_model")
+        if entry is not None:
+            cpu_only = reason.removeprefix(f"{backend}: ")
+            return _openvino_backend(model_path, backend, entry, f"{why}; {cpu_only}{not_trt}", **ov_kw)
+        not_trt += f"; OpenVINO engine not used: {why}"
     features = None if bundle is None else bundle.model.features
     while True:
         try:

@@ -19,8 +19,12 @@ from ..postprocess.stats import BinStats, Calibration, NormStats
 from ..vocabulary import (
     BINARIZE_METHODS,
     BINARIZE_PRECISIONS,
+    BUILD_TARGETS,
     CHANNEL_ORDERS,
+    CPU_ISAS,
     MODEL_ROLES,
+    OPENVINO_DEVICES,
+    OPENVINO_PRECISIONS,
     RESIZE_METHODS,
     SAM_BUNDLE_MODES,
     SAM_CHANNEL_ORDERS,
@@ -131,24 +135,41 @@ class ReferenceSpec:
 
 @dataclass(frozen=True)
 class EngineEntry:
-    """One ``engines`` item: an engine built on a device, tied to its ONNX file, TensorRT and GPU."""
+    """One ``engines`` item: an engine built on a device for one ``target``, tied to its ONNX file.
+
+    TensorRT (the default target, and every bundle written before targets existed): the engine
+    file, TensorRT version and GPU. OpenVINO: the OpenVINO version, the CPU and the instruction set
+    the engine relies on, the compile device; ``file`` (an IR .xml, its weights in
+    ``weights_file``) only for int8, f32/bf16 being compile hints on the bundle's ONNX."""
 
     model: str  # anomaly_model | sam_encoder | sam_decoder
-    file: str  # the engine, relative to the bundle
+    file: str  # the engine, relative to the bundle ("" for OpenVINO f32/bf16: the ONNX is compiled)
     onnx_file: str  # the ONNX file it was built from
     onnx_sha256: str
-    precision: str  # the ladder step that passed the parity gate (sdk/engines/tensorrt/plan.py)
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
+    precision: str  # the ladder step that passed the parity gate
+    tensorrt_version: str = ""
+    gpu_name: str = ""
+    compute_capability: str = ""
     profiles: int = 1  # optimisation profiles = concurrent execution contexts
     max_batch: int = 1  # the profile's largest first dimension (tiles, or SAM boxes)
-    fp32_layers: int = 0  # layers pinned to fp32
+    fp32_layers: int = 0  # layers pinned to fp32 (TensorRT) / kept in float (OpenVINO int8)
     parity: dict[str, Any] = field(default_factory=dict)  # the gate's measurements
     built: str = ""  # ISO time
+    target: str = "tensorrt"  # BUILD_TARGETS
+    openvino_version: str = ""
+    cpu_name: str = ""
+    isa: str = ""  # CPU_ISAS: what the engine relies on (amx, avx512, avx2...)
+    device: str = ""  # OpenVINO device name (CPU, GPU, NPU)
+    weights_file: str = ""  # OpenVINO IR weights (.bin) of an int8 engine
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        other = _OPENVINO_KEYS if self.target == "tensorrt" else _TENSORRT_KEYS
+        return {k: v for k, v in d.items() if k not in other}
+
+
+_TENSORRT_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "profiles")
+_OPENVINO_KEYS = ("openvino_version", "cpu_name", "isa", "device", "weights_file")
 
 
 # -- readers -------------------------------------------------------------------------------------
@@ -348,11 +369,26 @@ def _read_engine(s: Section) -> EngineEntry:
     parity = s.raw.get("parity", {})
     if not isinstance(parity, dict):
         raise s.fail("parity", "a JSON object", parity)
-    return EngineEntry(s.text("model", choices=MODEL_ROLES), s.relative_path("file"),
-                       s.relative_path("onnx_file"), s.text("onnx_sha256"), s.text("precision"),
-                       s.text("tensorrt_version"), s.text("gpu_name"), s.text("compute_capability"),
-                       s.integer("profiles", 1, minimum=1), s.integer("max_batch", 1, minimum=1),
-                       s.integer("fp32_layers", 0, minimum=0), dict(parity), s.text("built", ""))
+    target = s.text("target", "tensorrt", choices=BUILD_TARGETS)
+    common = dict(model=s.text("model", choices=MODEL_ROLES), onnx_file=s.relative_path("onnx_file"),
+                  onnx_sha256=s.text("onnx_sha256"), max_batch=s.integer("max_batch", 1, minimum=1),
+                  fp32_layers=s.integer("fp32_layers", 0, minimum=0), parity=dict(parity),
+                  built=s.text("built", ""), target=target)
+    if target == "tensorrt":
+        return EngineEntry(file=s.relative_path("file"), precision=s.text("precision"),
+                           tensorrt_version=s.text("tensorrt_version"), gpu_name=s.text("gpu_name"),
+                           compute_capability=s.text("compute_capability"),
+                           profiles=s.integer("profiles", 1, minimum=1), **common)
+    precision = s.text("precision", choices=tuple(p for p in OPENVINO_PRECISIONS if p != "auto"))
+    file = s.relative_path("file") if s.raw.get("file") else ""
+    weights = s.relative_path("weights_file") if s.raw.get("weights_file") else ""
+    if precision == "int8" and not (file and weights):
+        raise s.fail("file", "an OpenVINO IR (.xml, with its weights_file .bin) for an int8 engine",
+                     s.raw.get("file"))
+    return EngineEntry(file=file, precision=precision, openvino_version=s.text("openvino_version"),
+                       cpu_name=s.text("cpu_name"), isa=s.text("isa", choices=CPU_ISAS),
+                       device=s.text("device", "CPU", choices=OPENVINO_DEVICES), weights_file=weights,
+                       **common)
 
 
 def read_provenance(raw: dict, where: str) -> dict[str, Any]:

@@ -9,21 +9,40 @@ import sys
 from pathlib import Path
 
 from .. import options as opt
-from ..vocabulary import BACKENDS, MODEL_ROLES
+from ..vocabulary import (
+    BACKENDS,
+    BUILD_TARGETS,
+    MODEL_ROLES,
+    OPENVINO_DEVICES,
+    OPENVINO_PRECISIONS,
+    TENSORRT_PRECISIONS,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "build", help="build TensorRT engines for a bundle on this device, gated on parity",
-        description="Builds TensorRT engines for the bundle's ONNX models on this device (engines do "
-        "not move between GPUs or TensorRT versions), runs the parity gate against ONNX Runtime fp32 "
-        "on the bundle's reference tiles (same verdicts, maps within tolerance; docs/gpu.md), steps "
-        "down fp16 → fp16 with more fp32 layers → fp32 when it fails, and lists the accepted engine "
-        "under 'engines' in bundle.json. Needs TensorRT 10 and pycuda, not torch.")
+        "build", help="build TensorRT or OpenVINO engines for a bundle on this device, gated on parity",
+        description="Builds engines for the bundle's ONNX models on this device (engines do not move "
+        "between GPUs, CPUs or runtime versions), runs the parity gate against ONNX Runtime fp32 on the "
+        "bundle's reference tiles (same verdicts, maps within tolerance; docs/gpu.md, docs/openvino.md), "
+        "steps down the precision ladder when it fails (TensorRT: fp16 → fp16 with more fp32 layers → "
+        "fp32; OpenVINO: int8 → bf16 → f32), and lists the accepted engine under 'engines' in "
+        "bundle.json. TensorRT needs TensorRT 10 and pycuda, OpenVINO the 'openvino' extra; not torch.")
     p.add_argument("--bundle", required=True, type=Path)
-    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16",
-                   help="first precision to try (default fp16; LayerNorm, L2 normalisation, the cosine "
-                   "head and softmax always stay fp32)")
+    p.add_argument("--target", choices=BUILD_TARGETS, default="tensorrt",
+                   help="tensorrt (default: NVIDIA GPUs) or openvino (Intel CPUs; docs/openvino.md)")
+    p.add_argument("--precision", choices=tuple(dict.fromkeys(TENSORRT_PRECISIONS + OPENVINO_PRECISIONS)),
+                   help="first precision to try: tensorrt fp16 (default), fp32, int8 (LayerNorm, L2 "
+                   "normalisation, the cosine head and softmax always stay fp32); openvino auto (default: "
+                   "int8 → bf16 → f32), f32, bf16, int8")
+    p.add_argument("--calibration-images", type=opt.existing_dir, metavar="DIR",
+                   help="openvino int8: also calibrate on the tiles of these images (default: the "
+                   "reference tiles only)")
+    p.add_argument("--calibration-tiles", type=opt.positive_int, default=300, metavar="N",
+                   help="openvino int8: at most N calibration tiles, chosen evenly (default 300)")
+    p.add_argument("--openvino-device", choices=OPENVINO_DEVICES, default="CPU",
+                   help="openvino: the device to compile for (default CPU; GPU/NPU where present, f32)")
+    p.add_argument("--threads", type=opt.positive_int, help="openvino: inference threads (default: all cores)")
     p.add_argument("--workspace-mb", type=opt.non_negative_int, default=0,
                    help="builder workspace cap in MiB (default: TensorRT's; cap it on Jetson, e.g. 2048)")
     p.add_argument("--timing-cache", type=opt.output_file,
@@ -57,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "bundle's engines); fast enough for a container health check")
     q.add_argument("--require", default="",
                    help="comma-separated components whose absence is a failure: "
-                   "gpu, pycuda, tensorrt, ort-cuda, ort-tensorrt")
+                   "gpu, pycuda, tensorrt, ort-cuda, ort-tensorrt, openvino")
     q.add_argument("--frames", type=opt.positive_int, default=3, help="timed frames per backend (default 3)")
     q.add_argument("--frame-size", metavar="WxH", help="frame size for the timing (default as build)")
     q.add_argument("--json", type=opt.output_file, help="also write the rows as JSON")
@@ -65,7 +84,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..geometry import parse_frame_size
+
+    if args.target == "openvino":
+        return _build_openvino(args)
+    if args.precision is None:
+        args.precision = "fp16"
+    if args.precision not in TENSORRT_PRECISIONS:
+        raise InputError(f"--precision {args.precision} is not a TensorRT precision (choose "
+                         f"{', '.join(TENSORRT_PRECISIONS)}, or pass --target openvino)")
     from .tensorrt.build import build_bundle_engines
 
     cache = args.timing_cache or (args.bundle / "engines" / "timing.cache")
@@ -78,6 +106,26 @@ def cmd_build(args: argparse.Namespace) -> int:
     for o in outcomes:
         steps = " → ".join(f"{r.precision} {'PASS' if r.passed else 'FAIL'}" for r in o.reports)
         print(f"  {o.plan.model:<14} {o.entry.file}  ({steps})")
+    return 0
+
+
+def _build_openvino(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from .openvino.build import build_openvino_engine
+
+    precision = args.precision or "auto"
+    if precision not in OPENVINO_PRECISIONS:
+        raise InputError(f"--precision {precision} is not an OpenVINO precision (choose "
+                         f"{', '.join(OPENVINO_PRECISIONS)})")
+    if args.calibration_tiles < 1:
+        raise InputError("--calibration-tiles must be at least 1")
+    out = build_openvino_engine(args.bundle, precision, calibration_images=args.calibration_images,
+                                calibration_limit=args.calibration_tiles,
+                                reference_images=args.reference_images, threads=args.threads,
+                                device=args.openvino_device, log=lambda m: print(m, flush=True))
+    steps = " → ".join(f"{r.precision} {'PASS' if r.passed else 'FAIL'}" for r in out.reports)
+    print(f"\nengines:\n  anomaly_model  openvino {out.entry.precision} "
+          f"{out.entry.file or '(compile hint on ' + out.entry.onnx_file + ')'}  ({steps})")
     return 0
 
 

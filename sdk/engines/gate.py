@@ -1,6 +1,6 @@
 """The parity gate of ``robis-edge build``: a new engine must agree with ONNX Runtime fp32.
 
-One gate for every engine builder (TensorRT today; any other target walks the same ladder).
+One gate for every engine builder (TensorRT, OpenVINO: each walks the same ladder).
 
 Measured on the bundle's reference tiles (sdk/engines/reference.py), each run through the whole pipeline
 (preprocess → model → normalise with the bundle's calibration → binarise → regions → verdict) once
@@ -38,6 +38,9 @@ TOLERANCES = {
     "fp16-safe": Tolerance(min_cosine=0.999, max_abs=0.02, min_mask_iou=0.9),
     "fp16": Tolerance(min_cosine=0.999, max_abs=0.02, min_mask_iou=0.9),
     "int8": Tolerance(min_cosine=0.99, max_abs=0.05, min_mask_iou=0.8),
+    # OpenVINO's precision names (docs/openvino.md): f32 as fp32, bf16 as fp16.
+    "f32": Tolerance(min_cosine=0.99999, max_abs=1e-3, min_mask_iou=0.98),
+    "bf16": Tolerance(min_cosine=0.999, max_abs=0.02, min_mask_iou=0.9),
 }
 
 
@@ -87,16 +90,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare(precision: str, ref_maps: Sequence[np.ndarray], maps: Sequence[np.ndarray],
             ref_verdicts: Sequence[str], verdicts: Sequence[str], ref_masks: Sequence[np.ndarray],
-            masks: Sequence[np.ndarray], scale: float | None = None) -> GateReport:
+            masks: Sequence[np.ndarray], scale: float | None = None,
+            tolerances: dict[str, Tolerance] | None = None) -> GateReport:
     """The gate's decision on recorded outputs of the reference (ONNX Runtime fp32) and the engine.
 
     ``scale``: what |Δ| is measured against (1 for calibrated 0..1 maps; default: each reference
-    map's range)."""
+    map's range). ``tolerances``: per precision, instead of ``TOLERANCES`` (stricter checks)."""
     n = len(ref_maps)
     if not (n == len(maps) == len(ref_verdicts) == len(verdicts) == len(ref_masks) == len(masks)) or n == 0:
         raise ValueError("the gate needs the same, non-zero number of maps, verdicts and masks from "
                          "both runs")
-    tol = TOLERANCES[precision]
+    tol = (tolerances or TOLERANCES)[precision]
     cos, dmax = [], []
     for r, m in zip(ref_maps, maps):
         if r.shape != m.shape:
@@ -154,11 +158,17 @@ def pipeline_outputs(bundle, backend, tiles: list[np.ndarray], color: str):
 
 
 def gate_anomaly_model(bundle, backend, reference, tiles: list[np.ndarray], color: str,
-                       step: str) -> GateReport:
+                       step: str, tolerances: dict[str, Tolerance] | None = None) -> GateReport:
     """The gate for a candidate anomaly-model backend against ``reference`` (``pipeline_outputs``
     of ONNX Runtime fp32): maps compared on the 0..255 scale, verdicts, masks."""
     maps, verdicts, masks = pipeline_outputs(bundle, backend, tiles, color)
-    return compare(step, reference[0], maps, reference[1], verdicts, reference[2], masks, scale=255.0)
+    return compare(step, reference[0], maps, reference[1], verdicts, reference[2], masks, scale=255.0,
+                   tolerances=tolerances)
+
+
+def failed_report(step: str, tiles: int, why: str) -> GateReport:
+    """The report of a candidate that could not be built or run at all (nothing was measured)."""
+    return GateReport(step, tiles, 0.0, 1.0, 0, 0.0, [why])
 
 
 # -- walking down the ladder ------------------------------------------------------------------------

@@ -6,7 +6,10 @@
    CUDA and TensorRT execution providers when present, and built into TensorRT engines (fp32 and
    fp16 with the fp32 pins of plan.py) run through the SDK's TensorRT backend (TrtRunner), each
    compared with the reference.
-3. Given a bundle: whether its engines fit this GPU and TensorRT, and one frame timed per backend.
+3. OpenVINO: its version, devices and the CPU's instruction sets, and the self-test model compiled
+   in f32 (accuracy mode) and, where the CPU runs it natively, bf16, each compared with the reference.
+4. Given a bundle: whether its engines fit this GPU and TensorRT (or this CPU and OpenVINO), and
+   one frame timed per backend.
 
 Statuses: PASS, FAIL, SKIP (not installed, or not asked for), INFO. ``--require`` turns a SKIP of
 the named component into a FAIL. The exit status is 1 when any row FAILs, else 0.
@@ -26,7 +29,7 @@ import numpy as np
 from ..timing import ms_since
 from .selftest_model import MAP, SHIPPED, SIZE
 
-REQUIRABLE = ("gpu", "pycuda", "tensorrt", "ort-cuda", "ort-tensorrt")
+REQUIRABLE = ("gpu", "pycuda", "tensorrt", "ort-cuda", "ort-tensorrt", "openvino")
 ORT_TOLERANCE = 1e-4  # fp32 execution providers vs the CPU
 
 
@@ -151,12 +154,53 @@ def tensorrt_checks(facts: dict, ref: np.ndarray | None, require: Sequence[str],
     return rows
 
 
+def openvino_checks(ref: np.ndarray | None, require: Sequence[str], quick: bool) -> list[Row]:
+    """OpenVINO's version, devices and ISA, and the self-test model in f32 and bf16 vs ONNX Runtime."""
+    from ..backends.openvino import OvBackend, bf16_native, openvino_host
+    from .gate import compare_tensors
+
+    host = openvino_host()
+    if host.version is None:
+        return [Row("openvino", "FAIL" if "openvino" in require else "SKIP", host.detail)]
+    bf16 = "native" if bf16_native(host.isas) else "not native"
+    rows = [Row("openvino", "INFO", f"{host.version}; devices: {', '.join(host.devices)}; CPU "
+                f"{host.cpu_name} ({', '.join(host.isas) or 'no known ISA'}; bf16 {bf16})")]
+    if quick:
+        return rows
+    if ref is None:
+        return [*rows, Row("openvino: self-test model", "FAIL", "no ONNX Runtime reference (see ort-cpu)")]
+    x = _selftest_input()
+    for step in ("f32", "bf16"):
+        label = f"openvino {step}: self-test model vs ort-cpu"
+        if step == "bf16" and not bf16_native(host.isas):
+            rows.append(Row(label, "SKIP", "no native bf16 on this CPU (AMX or AVX-512 bf16): OpenVINO would "
+                            "run it as f32"))
+            continue
+        try:
+            with tempfile.TemporaryDirectory(prefix="robis-selftest-ov-") as tmp:
+                t0 = time.perf_counter()
+                be = OvBackend(SHIPPED, input_size=SIZE, map_size=MAP, precision=step, cache_dir=tmp)
+                compile_ms = ms_since(t0)
+                t1 = time.perf_counter()
+                out = be.run(x)[:, None]
+                run_ms = ms_since(t1)
+            rep = compare_tensors("fp32" if step == "f32" else "fp16", [ref], [out])
+            detail = (f"cosine {rep.cosine:.6f}, max |Δ|/range {rep.max_abs:.1e}; compile "
+                      f"{compile_ms:.0f} ms, run {run_ms:.1f} ms ({be.provider})")
+            rows.append(Row(label, "PASS" if rep.passed else "FAIL",
+                            detail + ("" if rep.passed else f"; {'; '.join(rep.failures)}")))
+        except Exception as exc:
+            rows.append(Row(label, "FAIL", str(exc)))
+    return rows
+
+
 def bundle_checks(bundle_path: str | Path, backends: Sequence[str] | None, facts: dict, quick: bool,
                   frames: int, frame_hw: tuple[int, int] | None) -> list[Row]:
     """Engines of the bundle vs this host, and one frame timed per backend."""
+    from ..backends.openvino import openvino_host
     from ..bundle import Bundle
     from ..inspector import Inspector
-    from .entries import engine_entries, engine_mismatches
+    from .entries import engine_entries, engine_mismatches, openvino_mismatches, rebuild_command
     from .tensorrt.plan import DEFAULT_FRAME
 
     rows = []
@@ -166,7 +210,13 @@ def bundle_checks(bundle_path: str | Path, backends: Sequence[str] | None, facts
         return [Row(f"bundle {bundle_path}", "FAIL", str(exc))]
     rows.append(Row(f"bundle {bundle.name}", "PASS", f"{bundle.root}: files verified (sha256)"))
     gpu, trt = facts["gpu"], facts["trt"]
-    for e in engine_entries(bundle):
+    for e in engine_entries(bundle, target="openvino"):
+        why = openvino_mismatches(e, bundle, openvino_host())
+        detail = (f"{'; '.join(why)} — rebuild: {rebuild_command(bundle, e.precision, 'openvino')}" if why
+                  else f"{e.precision}, OpenVINO {e.openvino_version}, {e.device}, relies on {e.isa}")
+        rows.append(Row(f"openvino engine {e.precision} ({e.file or 'compile hint'})",
+                        "FAIL" if why else "PASS", detail))
+    for e in engine_entries(bundle, target="tensorrt"):
         why = engine_mismatches(e, bundle, trt.version, gpu.name if gpu else None,
                                 gpu.compute_capability if gpu else None)
         detail = (f"{'; '.join(why)} — rebuild: robis-edge build --bundle {bundle.root}" if why
@@ -180,6 +230,8 @@ def bundle_checks(bundle_path: str | Path, backends: Sequence[str] | None, facts
             backends.append("ort-cuda")
         if any(r.check.startswith("engine ") and r.status == "PASS" for r in rows):
             backends.append("tensorrt")
+        if any(r.check.startswith("openvino engine ") and r.status == "PASS" for r in rows):
+            backends.append("openvino")
     hw = frame_hw or bundle.frame_hw or DEFAULT_FRAME
     frame = np.random.default_rng(3).integers(0, 256, hw, dtype=np.uint8)
     for b in backends:
@@ -207,6 +259,7 @@ def run_selftest(bundle: str | Path | None = None, backends: Sequence[str] | Non
     ort_rows, ref = ort_checks(facts, require)
     rows += ort_rows
     rows += tensorrt_checks(facts, ref, require, quick)
+    rows += openvino_checks(ref, require, quick)
     if bundle is not None:
         rows += bundle_checks(bundle, backends, facts, quick, frames, frame_hw)
     return rows

@@ -60,6 +60,11 @@ def host_info() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     info["gpus"] = gpus
+    from sdk.backends.openvino import openvino_host
+
+    ov = openvino_host()  # never raises; version None without the openvino extra
+    info["openvino"] = ov.version
+    info["cpu_isas"] = list(ov.isas)
     return info
 
 
@@ -137,7 +142,8 @@ def format_table(res: dict) -> str:
     lines = [f"bundle {b['bundle']} ({b['model_sha256']}) on {b['backend']}/{b['provider']}, precision "
              f"{b['precision']} ({b['reason']}), scope {res['config']['scope']}",
              f"host {h['node']}: {h.get('cpu') or h['machine']}, {h['cpu_count']} cores, "
-             f"{h.get('memory_gib')} GiB{gpu}; onnxruntime {h['onnxruntime']}"]
+             f"{h.get('memory_gib')} GiB{gpu}; onnxruntime {h['onnxruntime']}"
+             + (f"; openvino {h['openvino']} ({', '.join(h['cpu_isas'])})" if h.get("openvino") else "")]
     for r in res["results"]:
         w, hh = r["frame_size"]
         lines.append("")
