@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="openvino int8: at most N calibration tiles, chosen evenly (default 300)")
     p.add_argument("--openvino-device", choices=OPENVINO_DEVICES, default="CPU",
                    help="openvino: the device to compile for (default CPU; GPU/NPU where present, f32)")
-    p.add_argument("--threads", type=opt.positive_int, help="openvino: inference threads (default: all cores)")
+    p.add_argument("--threads", type=opt.positive_int,
+                   help="openvino: inference threads (default: all cores)")
     p.add_argument("--workspace-mb", type=opt.non_negative_int, default=0,
                    help="builder workspace cap in MiB (default: TensorRT's; cap it on Jetson, e.g. 2048)")
     p.add_argument("--timing-cache", type=opt.output_file,
