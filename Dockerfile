@@ -63,6 +63,9 @@ FROM ${TRT_IMAGE} AS runtime
 
 ARG DEBIAN_FRONTEND=noninteractive
 ARG ORT_GPU_VERSION=1.26.0
+# serve's OPC UA and MQTT outputs (the integration extra; docs/integration.md)
+ARG ASYNCUA_VERSION=2.1.0
+ARG PAHO_VERSION=2.2.0
 SHELL ["/bin/bash", "-eo", "pipefail", "-c"]
 
 LABEL org.opencontainers.image.title="robis-edge (x86-64, TensorRT)" \
@@ -90,6 +93,7 @@ COPY --from=builder /wheels /tmp/wheels
 RUN python3 -m venv --system-site-packages /opt/robis-edge \
     && /opt/robis-edge/bin/python -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('tensorrt') else 'no tensorrt module in the base image: use an NGC TensorRT image')" \
     && /opt/robis-edge/bin/pip install --no-cache-dir /tmp/wheels/*.whl "onnxruntime-gpu==${ORT_GPU_VERSION}" \
+       "asyncua==${ASYNCUA_VERSION}" "paho-mqtt==${PAHO_VERSION}" \
     && /opt/robis-edge/bin/pip uninstall -y onnxruntime \
     && /opt/robis-edge/bin/pip install --no-cache-dir --no-deps --force-reinstall "onnxruntime-gpu==${ORT_GPU_VERSION}" \
     && rm -rf /tmp/wheels
