@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from .backends import BACKEND_HELP
+from .vocabulary import BINARIZE_METHODS, BINARIZE_PRECISIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,10 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", choices=("batch", "calibrated"), default="batch",
                    help="statistics over this folder (batch) or frozen in --bundle (calibrated)")
     p.add_argument("--bundle", type=Path, help="bundle whose calibration and settings to use")
-    p.add_argument("--method", choices=("mebin+meanstd", "mebin", "meanstd", "fixed"),
+    p.add_argument("--method", choices=BINARIZE_METHODS,
                    help="binarisation method (default: the bundle's, else mebin+meanstd)")
     p.add_argument("--fixed-threshold", type=float, help="threshold on the 0..255 scale for --method fixed")
-    p.add_argument("--precision", choices=("float16", "float32"),
+    p.add_argument("--precision", choices=BINARIZE_PRECISIONS,
                    help="arithmetic of the maps (default float16, as RoBiS stores them)")
     p.set_defaults(func=cmd_binarize)
 
@@ -85,13 +86,13 @@ def _summary_stats(values: list[float]) -> dict:
 
 
 def cmd_binarize(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from concurrent.futures import ThreadPoolExecutor
 
     from .bundle import Bundle
     from .errors import InputError
     from .imageio import MAP_EXTS, find_files, read_map, write_png
-    from .postprocess.binarize import BinarizeConfig, as_map, binarize
-    from .postprocess.stats import BinStats
+    from .postprocess.binarize import BinarizeConfig, as_map, batch_statistics, binarize_batch
+    from .timing import progress_bar
 
     t_start = time.perf_counter()
     bundle = Bundle.load(args.bundle) if args.bundle else None
@@ -107,26 +108,34 @@ def cmd_binarize(args: argparse.Namespace) -> int:
     files = find_files(args.maps, MAP_EXTS)
     if not files:
         raise InputError(f"no .tif/.tiff/.npy maps under {args.maps}")
-    maps = [as_map(read_map(f), cfg.precision) for f in tqdm(files, desc="read", unit="map", file=sys.stderr)]
-    t_read = time.perf_counter()
-    if not cfg.needs_stats:
-        stats = None
-    elif args.scope == "batch":
-        stats = BinStats.from_maps(maps)
-    else:
-        if bundle is None or bundle.calibration is None:
-            raise InputError("--scope calibrated needs --bundle with a calibration")
-        stats = bundle.calibration.bins
-    t_stats = time.perf_counter()
-    thresholds, per_map = {}, []
-    for f, m in tqdm(list(zip(files, maps)), desc="binarize", unit="map", file=sys.stderr):
-        t0 = time.perf_counter()
-        b = binarize(m, stats, cfg)
-        per_map.append((time.perf_counter() - t0) * 1000.0)
-        rel = f.relative_to(args.maps)
-        write_png(args.out / rel.with_suffix(".png"), b.mask)
-        thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
-                                      "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
+    if args.scope == "calibrated" and cfg.needs_stats and (bundle is None or bundle.calibration is None):
+        raise InputError("--scope calibrated needs --bundle with a calibration")
+    thresholds, per_map, writes = {}, [], []
+    # Files are read and masks written on worker threads (decoding and encoding release the GIL),
+    # so the disk and the codecs overlap with binarisation.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        maps = list(progress_bar(pool.map(lambda f: as_map(read_map(f), cfg.precision), files), len(files),
+                                 True, desc="read", unit="map"))
+        t_read = time.perf_counter()
+        if not cfg.needs_stats:
+            stats = None
+        elif args.scope == "batch":
+            stats = batch_statistics(maps, cfg)
+        else:
+            stats = bundle.calibration.bins
+        t_stats = time.perf_counter()
+
+        def done(i: int, b, ms: float) -> None:
+            per_map.append(ms)
+            rel = files[i].relative_to(args.maps)
+            writes.append(pool.submit(write_png, args.out / rel.with_suffix(".png"), b.mask))
+            thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
+                                          "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
+
+        binarize_batch(maps, cfg, stats, on_result=done, progress=True)
+        t_binarized = time.perf_counter()
+        for w in writes:
+            w.result()
     t_end = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     stats_json = None if stats is None else {
@@ -140,6 +149,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
                               "statistics": round((t_stats - t_read) * 1000, 2),
                               "binarize_per_map": _summary_stats(per_map),
                               "binarize_total": round(sum(per_map), 2),
+                              "write_wait": round((t_end - t_binarized) * 1000, 2),
                               "total": round((t_end - t_start) * 1000, 2)},
                "empty_masks": sum(1 for v in thresholds.values() if v["mebin"] is None)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..timing import ms_since
+from ..timing import ms_since, progress_bar
+from ..vocabulary import BINARIZE_METHODS, BINARIZE_PRECISIONS
 from . import halfkeys
 from .mebin import MEBinParams, erode_map, mebin_threshold, mebin_threshold_keys
 from .stats import BinStats
 
 Method = Literal["mebin+meanstd", "mebin", "meanstd", "fixed"]
-METHODS: tuple[str, ...] = ("mebin+meanstd", "mebin", "meanstd", "fixed")
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,11 @@ class BinarizeConfig:
     precision: Literal["float16", "float32"] = "float16"  # RoBiS stores merged maps as float16
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"unknown binarisation method {self.method!r}; choose one of {METHODS}")
+        if self.method not in BINARIZE_METHODS:
+            raise InputError(f"unknown binarisation method {self.method!r}; choose one of {BINARIZE_METHODS}")
         if self.method == "fixed" and self.fixed_threshold is None:
             raise InputError("method 'fixed' needs fixed_threshold (a value on the 0..255 map scale)")
-        if self.precision not in ("float16", "float32"):
+        if self.precision not in BINARIZE_PRECISIONS:
             raise InputError(f"precision must be float16 or float32, got {self.precision!r}")
 
     @property
@@ -140,21 +140,26 @@ def binarize(amap: np.ndarray, stats: BinStats | None, cfg: BinarizeConfig) -> B
     return Binarizer(cfg, stats)(amap)
 
 
-def binarize_batch(maps: list[np.ndarray], cfg: BinarizeConfig, stats: BinStats | None = None,
+def batch_statistics(maps: list[np.ndarray], cfg: BinarizeConfig) -> BinStats:
+    """Batch-scope statistics of a set of maps as binarisation sees them (RoBiS: one class split)."""
+    return BinStats.from_maps([as_map(m, cfg.precision) for m in maps])
+
+
+def binarize_batch(maps: list[np.ndarray], cfg: BinarizeConfig, stats: BinStats | None = None, *,
                    on_result: Callable[[int, Binarized, float], None] | None = None,
-                   ) -> tuple[list[Binarized], BinStats | None]:
+                   progress: bool = False) -> tuple[list[Binarized], BinStats | None]:
     """Coarse masks of a set of maps: the one batch code path (``binarize`` command, Inspector).
 
-    ``stats`` None: batch scope, statistics over ``maps`` (one class split, as RoBiS); otherwise
-    those statistics (calibrated). ``on_result(index, result, ms)`` is called as each map is done,
-    e.g. to write it while the next one is computed.
+    ``stats`` None: batch scope, :func:`batch_statistics` over ``maps``; otherwise those statistics
+    (e.g. calibrated). ``on_result(index, result, ms)`` is called as each map is done, e.g. to
+    write it while the next one is computed.
     """
     prepared = [as_map(m, cfg.precision) for m in maps]
     if stats is None and cfg.needs_stats:
-        stats = BinStats.from_maps(prepared)
+        stats = batch_statistics(prepared, cfg)
     run = Binarizer(cfg, stats)
     out = []
-    for i, m in enumerate(prepared):
+    for i, m in enumerate(progress_bar(prepared, len(prepared), progress, desc="binarize", unit="map")):
         t0 = time.perf_counter()
         r = run(m)
         if on_result is not None:

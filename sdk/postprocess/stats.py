@@ -22,7 +22,6 @@ import numpy as np
 from ..errors import CalibrationError, InputError
 
 Scope = Literal["batch", "calibrated", "rolling"]
-SCOPES: tuple[str, ...] = ("batch", "calibrated", "rolling")
 NORM_EPS = 1e-8  # RoBiS: (a - min) / (max - min + 1e-8) * 255
 
 
