@@ -59,8 +59,13 @@ def work_dtype(map_dtype: np.dtype) -> type:
 
 
 def erode_map(amap: np.ndarray, kernel: int) -> np.ndarray:
-    """Grey-level erosion (min over a kernel×kernel box, OpenCV anchor, border ignored), float32."""
+    """Grey-level erosion (min over a kernel×kernel box, OpenCV anchor, border ignored), float32.
+
+    NaN counts as -inf (below every threshold), as binarising first and eroding then would.
+    """
     m32 = np.ascontiguousarray(amap, dtype=_F32)
+    if np.isnan(m32).any():
+        m32 = np.where(np.isnan(m32), -np.inf, m32).astype(_F32)
     if kernel <= 1:
         return m32
     return cv2.erode(m32, np.ones((kernel, kernel), np.uint8))
@@ -92,8 +97,10 @@ def first_levels(values: np.ndarray, params: MEBinParams) -> np.ndarray:
 
     Values must already exceed the lowest level. Exact in float64 for float32 inputs.
     """
-    first = np.floor((255.0 - values.astype(np.float64)) / params.sample_rate).astype(np.int64) + 1
-    return np.clip(first, 0, params.levels().size - 1, out=first)
+    n = params.levels().size
+    steps = np.clip((255.0 - values.astype(np.float64)) / params.sample_rate, -1.0, n)  # inf: -1
+    first = np.floor(steps).astype(np.int64) + 1
+    return np.clip(first, 0, n - 1, out=first)
 
 
 def level_image(eroded_norm: np.ndarray, params: MEBinParams) -> np.ndarray:
@@ -181,9 +188,8 @@ def mebin_threshold(eroded_map: np.ndarray, min_th, max_th, params: MEBinParams,
         return None, np.zeros(params.levels().size, dtype=np.int64)
     v = np.asarray(eroded_map, dtype=_F32)
     idx = compact_index(halfkeys.greater(v, float(dtype(min_th))))  # only these can be present
-    n = params.levels().size
-    counts = np.zeros(n, np.int64) if idx is None else level_set_counts(
-        level_image(search_normalise(v[idx], min_th, max_th, dtype), params), n, params.erode_kernel + 2)
+    counts = (np.zeros(params.levels().size, np.int64) if idx is None
+              else level_counts(search_normalise(v[idx], min_th, max_th, dtype), params))
     return _threshold(counts, min_th, max_th, params, dtype), counts
 
 
