@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 ABSENT = 255
+_MAX_ANCHORS = 50_000
 
 
 def euler_counts(lvl: np.ndarray, n_levels: int) -> np.ndarray:
@@ -38,13 +39,14 @@ def euler_counts(lvl: np.ndarray, n_levels: int) -> np.ndarray:
     v00, v01, v10, v11 = p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:]
     n1, m1 = cv2.min(v00, v11), cv2.max(v00, v11)
     n2, m2 = cv2.min(v01, v10), cv2.max(v01, v10)
-    not1 = cv2.bitwise_not(cv2.compare(m1, n2, cv2.CMP_LT))  # 0 where v00, v11 come first
-    not2 = cv2.bitwise_not(cv2.compare(m2, n1, cv2.CMP_LT))  # 0 where v01, v10 come first
-    s = spread[:-1, :-1]
-    second = cv2.min(cv2.min(cv2.bitwise_or(m1, not1), cv2.bitwise_or(m2, not2)), s)
-    third = cv2.min(cv2.min(cv2.bitwise_or(n2, not1), cv2.bitwise_or(n1, not2)), s)
-    twice = (_hist(cv2.min(n1, n2), n_levels) + _hist(cv2.max(m1, m2), n_levels)
-             - 2 * _hist(p, n_levels) - _hist(second, n_levels) + _hist(third, n_levels))
+    twice = _hist(cv2.min(n1, n2), n_levels) + _hist(cv2.max(m1, m2), n_levels) - 2 * _hist(p, n_levels)
+    first1 = cv2.compare(m1, n2, cv2.CMP_LT)  # 255 where v00, v11 come first
+    first2 = cv2.compare(m2, n1, cv2.CMP_LT)  # 255 where v01, v10 come first
+    if cv2.countNonZero(cv2.bitwise_or(first1, first2)):  # windows meeting only at a corner
+        not1, not2, s = cv2.bitwise_not(first1), cv2.bitwise_not(first2), spread[:-1, :-1]
+        second = cv2.min(cv2.min(cv2.bitwise_or(m1, not1), cv2.bitwise_or(m2, not2)), s)
+        third = cv2.min(cv2.min(cv2.bitwise_or(n2, not1), cv2.bitwise_or(n1, not2)), s)
+        twice += _hist(third, n_levels) - _hist(second, n_levels)
     return np.cumsum(twice) // 2
 
 
@@ -84,19 +86,22 @@ def level_set_counts(lvl: np.ndarray, n_levels: int, hole_side: int = 3) -> np.n
     lvl = np.ascontiguousarray(lvl, np.uint8)
     euler = euler_counts(lvl, n_levels)
     present = np.less(lvl, n_levels).view(np.uint8)
-    anchors = _hole_anchors(present, hole_side)
-    if anchors is None:
-        return euler
     labels, stats = _labels_and_stats(present)
     x, y, w, h, area = (stats[1:, i] for i in range(5))
-    # A component needs room for a hole (size) and a place for one inside its filled shape.
-    sums = cv2.integral(anchors)
-    inside = sums[y + h, x + w] - sums[y, x + w] - sums[y + h, x] + sums[y, x]
-    big = np.flatnonzero((w >= hole_side) & (h >= hole_side) & (area >= 4 * (hole_side - 2)) & (inside > 0))
-    if big.size == 0:
+    big = (w >= hole_side) & (h >= hole_side) & (area >= 4 * (hole_side - 2))  # room for a hole
+    if not big.any():
         return euler
-    mosaic = _mosaic(lvl, labels, stats, big + 1)
-    maybe = _hole_levels(mosaic, hole_side, n_levels)
+    top_holes = stats.shape[0] - 1 - int(euler[-1])  # holes of the largest set
+    anchors = _hole_anchors(present, hole_side, top_holes > 0)
+    if anchors is None:
+        return euler
+    # ... and a place for one inside its filled shape.
+    sums = cv2.integral(anchors)
+    big &= sums[y + h, x + w] - sums[y, x + w] - sums[y + h, x] + sums[y, x] > 0
+    if not big.any():
+        return euler
+    mosaic = _mosaic(lvl, labels, stats, np.flatnonzero(big) + 1)
+    maybe = _hole_levels(mosaic, hole_side, n_levels, top_holes > 0)
     return euler if maybe is None else euler + _hole_counts(mosaic, n_levels, maybe)
 
 
@@ -108,7 +113,7 @@ def _labels_and_stats(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=cv2.CV_32S)[1:3]
 
 
-def _hole_levels(lvl: np.ndarray, hole_side: int, n_levels: int) -> np.ndarray | None:
+def _hole_levels(lvl: np.ndarray, hole_side: int, n_levels: int, top_holes: bool) -> np.ndarray | None:
     """The levels at which a level set could have a hole (bool per level), or None if none.
 
     A hole h of a level set j holds a k×k box P (k = hole_side - 2) whose pixels are all absent
@@ -117,11 +122,11 @@ def _hole_levels(lvl: np.ndarray, hole_side: int, n_levels: int) -> np.ndarray |
     Each place of P thus allows holes only from the level of the latest of those four first
     pixels to just before P's first pixel enters.
     """
-    anchors = _hole_anchors(np.less(lvl, n_levels).view(np.uint8), hole_side)
+    anchors = _hole_anchors(np.less(lvl, n_levels).view(np.uint8), hole_side, top_holes)
     if anchors is None:
         return None
     k = hole_side - 2
-    if cv2.countNonZero(anchors) * 8 > anchors.size:  # a dense set: the bounds would cost more than they save
+    if cv2.countNonZero(anchors) > _MAX_ANCHORS:  # a huge set: the bounds would cost more than they save
         return np.ones(n_levels, bool)
     ys, xs = np.nonzero(anchors)  # P's top-left corners
     first_in_box = cv2.erode(lvl, np.ones((k, k), np.uint8), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT,
@@ -139,15 +144,16 @@ def _hole_levels(lvl: np.ndarray, hole_side: int, n_levels: int) -> np.ndarray |
     return np.cumsum(marks)[:n_levels] > 0
 
 
-def _hole_anchors(present: np.ndarray, hole_side: int) -> np.ndarray | None:
+def _hole_anchors(present: np.ndarray, hole_side: int, top_holes: bool = True) -> np.ndarray | None:
     """0/1 image of the places (top-left corners of a k×k box P, k = hole_side - 2) where P and its
-    4-neighbour ring fit in the filled set (holes filled), or None if nowhere. Every hole of every
-    subset of the set holds such a box."""
+    4-neighbour ring fit in the filled set (holes filled; ``top_holes``: whether it has any), or
+    None if nowhere. Every hole of every subset of the set holds such a box."""
     k = hole_side - 2
-    outside = cv2.copyMakeBorder((present == 0).view(np.uint8) * np.uint8(255), 1, 1, 1, 1,
-                                 cv2.BORDER_CONSTANT, value=255)
-    cv2.floodFill(outside, None, (0, 0), 0, flags=4)  # what stays 255 is a hole
-    filled = cv2.bitwise_or(present * np.uint8(255), outside[1:-1, 1:-1])
+    filled = present * np.uint8(255)
+    if top_holes:
+        outside = cv2.copyMakeBorder(cv2.bitwise_not(filled), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+        cv2.floodFill(outside, None, (0, 0), 0, flags=4)  # what stays 255 is a hole
+        filled = cv2.bitwise_or(filled, outside[1:-1, 1:-1])
     # P with its ring is the union of a k×(k+2) and a (k+2)×k rectangle: erode by both, keep the
     # common pixels (each kernel anchored at P's top-left corner).
     wide = cv2.erode(filled, np.ones((k, k + 2), np.uint8), anchor=(1, 0), borderType=cv2.BORDER_CONSTANT,

@@ -190,7 +190,7 @@ def mebin_threshold(eroded_map: np.ndarray, min_th, max_th, params: MEBinParams,
     idx = compact_index(halfkeys.greater(v, float(dtype(min_th))))  # only these can be present
     counts = (np.zeros(params.levels().size, np.int64) if idx is None
               else level_counts(search_normalise(v[idx], min_th, max_th, dtype), params))
-    return _threshold(counts, min_th, max_th, params, dtype), counts
+    return threshold_from_counts(counts, min_th, max_th, params, dtype), counts
 
 
 def mebin_threshold_keys(eroded_keys: np.ndarray, min_th, max_th,
@@ -199,14 +199,20 @@ def mebin_threshold_keys(eroded_keys: np.ndarray, min_th, max_th,
     n = params.levels().size
     if not _valid_range(min_th, max_th, _F16):
         return None, np.zeros(n, dtype=np.int64)
+    lvl = key_level_image(eroded_keys, min_th, max_th, params)
+    counts = np.zeros(n, np.int64) if lvl is None else level_set_counts(lvl, n, params.erode_kernel + 2)
+    return threshold_from_counts(counts, min_th, max_th, params, _F16), counts
+
+
+def key_level_image(eroded_keys: np.ndarray, min_th, max_th, params: MEBinParams) -> np.ndarray | None:
+    """Level image (``levelsets.compact_index`` of the pixels present at the lowest level) of a
+    float16 map given as eroded order keys, for a valid float16 search range; None if empty."""
     bits = (int(_F16(v).view(np.uint16)) for v in (min_th, max_th))
     first_key, lut = _key_table(*bits, params.sample_rate)
-    counts = np.zeros(n, np.int64)
-    if first_key[-1] <= halfkeys.KEY_POS_INF:
-        idx = compact_index(halfkeys.greater(eroded_keys, int(first_key[-1]) - 1))
-        if idx is not None:
-            counts = level_set_counts(lut.take(eroded_keys[idx]), n, params.erode_kernel + 2)
-    return _threshold(counts, min_th, max_th, params, _F16), counts
+    if first_key[-1] > halfkeys.KEY_POS_INF:
+        return None
+    idx = compact_index(halfkeys.greater(eroded_keys, int(first_key[-1]) - 1))
+    return None if idx is None else lut.take(eroded_keys[idx])
 
 
 def _valid_range(min_th, max_th, dtype: type) -> bool:
@@ -216,7 +222,9 @@ def _valid_range(min_th, max_th, dtype: type) -> bool:
     return bool(dtype(max_th) > dtype(min_th))
 
 
-def _threshold(counts: np.ndarray, min_th, max_th, params: MEBinParams, dtype: type) -> int | None:
+def threshold_from_counts(counts: np.ndarray, min_th, max_th, params: MEBinParams,
+                          dtype: type) -> int | None:
+    """RoBiS' threshold in map units from the level counts (stable-interval end, mapped in ``dtype``)."""
     idx = stable_interval_end(counts, params.min_interval_len)
     if idx is None:
         return None
