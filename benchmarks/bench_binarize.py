@@ -10,8 +10,9 @@ For each split, interleaved over ``--repeat`` rounds and single-threaded:
   reference pipeline describes) reading the TIFF files as the class does;
 - oracle: the same on maps already in memory;
 - ``binarize_batch``: mean and p50/p99 per map (best of the rounds for each map), and its pieces;
-- the command: ``robis-edge binarize`` on the whole split and on its first half (subprocesses,
-  default threads); the marginal time per map is (whole - half) / (maps in the other half).
+- the command: ``robis-edge binarize`` (subprocesses, default threads) on a folder holding the
+  split's files 4 times and on one holding them once; marginal time per map = the difference /
+  the 3 × n extra maps (start-up and imports cancel out). Also its CPU time (all threads).
 
 Masks, thresholds and statistics are checked identical to the oracle before anything is reported.
 
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,6 +53,7 @@ from sdk.postprocess.stats import BinStats  # noqa: E402
 GOLDEN = REPO.parent / "shared" / "golden" / "post" / "binarize" / "maps"
 PIECES = ("batch stats", "erosion", "level image", "level counts", "final masks")
 SPLITS = ("golden", "heldout", "noise")
+CLI_COPIES = 4  # the command's marginal time: a split of 4 copies of the maps vs one copy
 
 
 def read_maps(paths: list[Path]) -> list[np.ndarray]:
@@ -77,7 +80,7 @@ def split_files(name: str, maps_dir: Path | None, work: Path) -> list[Path]:
         if not GOLDEN.is_dir():
             raise SystemExit(f"golden maps not found at {GOLDEN}")
         return sorted(GOLDEN.glob("*.tiff"))
-    maps = robis_style_maps(2024) if name == "heldout" else noise_maps(2024)
+    maps = robis_style_maps(2) if name == "heldout" else noise_maps(2024)
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     for i, m in enumerate(maps):
@@ -148,20 +151,25 @@ def check_identical(fast, stats, oracle, pieces, names) -> None:
         raise SystemExit("outputs differ, nothing reported:\n  " + "\n  ".join(problems))
 
 
-def run_cli(paths: list[Path], out: Path, precision: str) -> float:
-    """Wall seconds of one ``robis-edge binarize`` run on these files (a folder of links)."""
+def run_cli(paths: list[Path], out: Path, precision: str, copies: int = 1) -> tuple[float, float]:
+    """Wall and CPU (all threads) seconds of one ``robis-edge binarize`` run on these files, each
+    linked ``copies`` times into one folder (a bigger split of the same maps)."""
     src = out.with_name(out.name + "-maps")
     shutil.rmtree(src, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     src.mkdir(parents=True)
-    for p in paths:
-        os.symlink(p.resolve(), src / p.name)
+    for c in range(copies):
+        for p in paths:
+            os.symlink(p.resolve(), src / f"{c}_{p.name}")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "edge_runtime.cli", "binarize", "--maps", str(src), "--out", str(out),
            "--precision", precision]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, capture_output=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def percentile(v, q: float) -> float:
@@ -175,7 +183,7 @@ def bench_split(name: str, paths: list[Path], args, work: Path) -> dict:
         precision = "float16" if all(m.dtype == np.float16 for m in raw) else "float32"
     cfg = BinarizeConfig(precision=precision)
     maps = [as_map(m, precision) for m in raw]
-    n, half = len(maps), len(maps) // 2
+    n = len(maps)
     names = [p.name for p in paths]
 
     # Warm-up and correctness first.
@@ -189,7 +197,7 @@ def bench_split(name: str, paths: list[Path], args, work: Path) -> dict:
     if args.cli:
         run_cli(paths, work / "cli-warm", precision)
 
-    t_up, t_oracle, t_fast, t_cli_all, t_cli_half = [], [], [], [], []
+    t_up, t_oracle, t_fast, c_fast, t_cli_all, t_cli_half = [], [], [], [], [], []
     per_map = np.full((args.repeat, n), np.inf)
     t_pieces = {k: [] for k in PIECES}
     for rep in range(args.repeat):
@@ -199,17 +207,18 @@ def bench_split(name: str, paths: list[Path], args, work: Path) -> dict:
         t0 = time.perf_counter()
         run_oracle(maps, cfg)
         t_oracle.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         binarize_batch(maps, cfg, on_result=lambda i, _, ms, rep=rep: per_map[rep].__setitem__(i, ms))
         t_fast.append(time.perf_counter() - t0)
+        c_fast.append(time.process_time() - c0)
         if precision == "float16":
             clock = dict.fromkeys(PIECES, 0.0)
             run_pieces(maps, cfg, clock)
             for k in PIECES:
                 t_pieces[k].append(clock[k])
         if args.cli:
-            t_cli_all.append(run_cli(paths, work / "cli-all", precision))
-            t_cli_half.append(run_cli(paths[:half], work / "cli-half", precision))
+            t_cli_all.append(run_cli(paths, work / "cli-more", precision, CLI_COPIES))
+            t_cli_half.append(run_cli(paths, work / "cli-one", precision))
 
     def ms(v: float, count: int = n) -> float:
         return v / count * 1e3
@@ -230,10 +239,15 @@ def bench_split(name: str, paths: list[Path], args, work: Path) -> dict:
         "pieces_ms_per_map": {k: {"best": ms(min(v)), "median": ms(float(np.median(v)))}
                               for k, v in t_pieces.items() if v},
     }
+    res["cpu_ms_per_map"] = {"binarize_batch": {"best": ms(min(c_fast)),
+                                                "median": ms(float(np.median(c_fast)))}}
     if args.cli:
-        marginal = [ms(a - b, n - half) for a, b in zip(t_cli_all, t_cli_half)]
-        res["cli"] = {"whole_s": t_cli_all, "half_s": t_cli_half,
+        extra = (CLI_COPIES - 1) * n
+        marginal = [ms(a[0] - b[0], extra) for a, b in zip(t_cli_all, t_cli_half)]
+        cpu = [ms(a[1] - b[1], extra) for a, b in zip(t_cli_all, t_cli_half)]
+        res["cli"] = {"copies": CLI_COPIES, "more_s": t_cli_all, "one_s": t_cli_half,
                       "marginal_ms_per_map": {"best": min(marginal), "median": float(np.median(marginal))}}
+        res["cpu_ms_per_map"]["cli_marginal"] = {"best": min(cpu), "median": float(np.median(cpu))}
     return res
 
 
@@ -262,6 +276,12 @@ def report(res: dict) -> None:
         print(f"; upstream stand-in / command {mp['upstream_standin']['best'] / cli:.1f}x; "
               f"command / binarize_batch {cli / fast:.2f}x", end="")
     print()
+    cpu = res["cpu_ms_per_map"]
+    line = f"  CPU time (all threads), best ms/map: binarize_batch {cpu['binarize_batch']['best']:.3f}"
+    if "cli_marginal" in cpu:
+        c = cpu["cli_marginal"]["best"]
+        line += f", command marginal {c:.3f} ({c / cpu['binarize_batch']['best']:.2f}x)"
+    print(line)
     if res["pieces_ms_per_map"]:
         print("  fast path pieces, best ms/map (batch stats: whole split / n): " + ", ".join(
             f"{k} {v['best']:.3f}" for k, v in res["pieces_ms_per_map"].items()))

@@ -88,6 +88,8 @@ def _summary_stats(values: list[float]) -> dict:
 def cmd_binarize(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
+    import cv2
+
     from .bundle import Bundle
     from .errors import InputError
     from .imageio import MAP_EXTS, find_files, read_map, write_png
@@ -112,7 +114,9 @@ def cmd_binarize(args: argparse.Namespace) -> int:
         raise InputError("--scope calibrated needs --bundle with a calibration")
     thresholds, per_map, writes = {}, [], []
     # Files are read and masks written on worker threads (decoding and encoding release the GIL),
-    # so the disk and the codecs overlap with binarisation.
+    # so the disk and the codecs overlap with binarisation; OpenCV's own threads would only add
+    # waits on maps this small (several times the cost of a reduction on a busy machine).
+    cv2.setNumThreads(1)
     with ThreadPoolExecutor(max_workers=4) as pool:
         maps = list(progress_bar(pool.map(lambda f: as_map(read_map(f), cfg.precision), files), len(files),
                                  True, desc="read", unit="map"))

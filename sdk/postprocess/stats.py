@@ -108,9 +108,14 @@ def pooled_mean_std(maps: list[np.ndarray]) -> tuple[float, float]:
         at += n
     count = np.intp(buf.size)
     mean = buf.mean(keepdims=True)
-    # numpy's _var: subtract the (keepdims) mean, square, sum, divide by the count in float64
-    np.subtract(buf, mean, out=buf)
-    np.square(buf, out=buf)
+    # numpy's _var: subtract the (keepdims) mean, square, sum, divide by the count in float64.
+    # The elementwise steps go map by map (while the part is in cache); the sum over everything.
+    at = 0
+    for n in sizes:
+        part = buf[at:at + n]
+        np.subtract(part, mean, out=part)
+        np.square(part, out=part)
+        at += n
     var = np.add.reduce(buf)
     var = var.dtype.type(var / count)
     return float(mean[0]), float(var.dtype.type(np.sqrt(var)))
