@@ -1,15 +1,15 @@
 """Counts of 8-connected components of nested level sets, for every level at once.
 
 A *level image* gives each pixel the first level at which it is present (0..n-1; 255: never);
-the set of level ``j`` is ``{lvl <= j}``. The counts are exact for any level image:
+the set of level ``j`` is ``{lvl <= j}``. Components = Euler number + holes, exactly:
 
-- a component without holes counts itself in its Euler number, which bit-quad counting gives
-  for every level in a few vectorised passes (no labelling, however its pixels spread over levels);
+- the Euler number of every level comes from one pass over the 2×2 windows (bit quads), however
+  the components spread over the levels;
 - a component with a hole at some level must be large: its bounding box at least ``hole_side`` in
   both directions and at least ``4 * (hole_side - 2)`` pixels. For any set ``hole_side`` is 3; for
   sets eroded by a k×k box (MEBin's) every hole holds a k×k box, so ``hole_side`` is k + 2;
-- components of the largest set that are that large are counted by labelling, only where and
-  when their pixels enter (per component or per level, whichever touches fewer pixels).
+- only such components of the largest set whose filled shape holds that box with its ring are
+  labelled, side by side in a mosaic, and only at levels where one of those boxes can be a hole.
 """
 
 from __future__ import annotations
