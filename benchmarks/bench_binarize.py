@@ -1,23 +1,40 @@
-"""Benchmark: RoBiS coarse masks, straightforward oracle vs the SDK's fast path, in one run.
+"""Benchmark: RoBiS coarse masks — upstream stand-in, straightforward oracle, the SDK's fast path
+and the ``robis-edge binarize`` command — on several splits, in one run.
 
-Times, interleaved over N repeats and single-threaded, the oracle (``tests/oracles.py``:
-64 binarisations, erosions and labelings per map, as RoBiS runs MEBin) and
-``sdk.postprocess.binarize.binarize_batch`` over a folder of maps treated as one class split,
-then the pieces of the fast path. Outputs are checked identical before anything is reported.
+Splits: the golden split (16 TIFF maps of the upstream code), a held-out split made like it, a
+noise-like split and a dense one (the noise-like maps with one dim map, so that nearly every pixel
+of the others is in the search range) (``tests/oracles.py`` generators, written as float16 TIFFs),
+or ``--maps DIR``.
+For each split, interleaved over ``--repeat`` rounds and single-threaded:
 
-    python benchmarks/bench_binarize.py                      # golden maps (16 x 512x612 float16)
-    python benchmarks/bench_binarize.py --maps DIR --repeat 7 --json out.json
+- upstream stand-in: the upstream MEBin class is not runnable here, so a faithful straightforward
+  implementation of it (``tests/oracles.py``: 64 × threshold, erode, label per map, as the
+  reference pipeline describes) reading the TIFF files as the class does;
+- oracle: the same on maps already in memory;
+- ``binarize_batch``: mean and p50/p99 per map (best of the rounds for each map), and its pieces;
+- the command: ``robis-edge binarize`` (subprocesses, default threads) on a folder holding the
+  split's files 4 times and on one holding them once; marginal time per map = the difference /
+  the 3 × n extra maps (start-up and imports cancel out); also its CPU time (all threads), and
+  ``binarize_batch`` on the same 4 × n maps (a bigger working set than n maps).
 
-DIR holds float16/float32 ``.tif``/``.tiff``/``.npy`` maps of one shape (0..255 scale).
+Masks, thresholds and statistics are checked identical to the oracle before anything is reported.
+
+    python benchmarks/bench_binarize.py                       # golden, held-out, noise-like, dense
+    python benchmarks/bench_binarize.py --splits golden --repeat 5 --json out.json
+    python benchmarks/bench_binarize.py --maps DIR            # float16/float32 .tif/.npy of one shape
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import statistics
+import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,45 +45,61 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from oracles import binarize_batch_oracle  # noqa: E402
+from oracles import binarize_batch_oracle, noise_maps, robis_style_maps  # noqa: E402
 
+from sdk.postprocess import halfkeys  # noqa: E402
 from sdk.postprocess.binarize import BinarizeConfig, as_map, binarize_batch  # noqa: E402
-from sdk.postprocess.mebin import (  # noqa: E402
-    erode_map,
-    first_levels,
-    level_counts_sparse,
-    search_normalise,
-    stable_interval_end,
-    work_dtype,
-)
+from sdk.postprocess.levelsets import level_set_counts  # noqa: E402
+from sdk.postprocess.mebin import key_level_image, threshold_from_counts  # noqa: E402
 from sdk.postprocess.stats import BinStats  # noqa: E402
 
-DEFAULT_MAPS = REPO.parent / "shared" / "golden" / "post" / "binarize" / "maps"
-PIECES = ("batch stats", "erosion", "normalise", "level counts", "final masks")
+GOLDEN = REPO.parent / "shared" / "golden" / "post" / "binarize" / "maps"
+PIECES = ("batch stats", "erosion", "level image", "level counts", "final masks")
+SPLITS = ("golden", "heldout", "noise", "dense")
+CLI_COPIES = 4  # the command's marginal time: a split of 4 copies of the maps vs one copy
 
 
-def load_maps(folder: Path) -> tuple[list[np.ndarray], list[str]]:
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".npy"))
-    if not paths:
-        raise SystemExit(f"no .tif/.tiff/.npy maps in {folder}")
-    maps = []
+def read_maps(paths: list[Path]) -> list[np.ndarray]:
+    import tifffile
+
+    out = []
     for p in paths:
-        if p.suffix.lower() == ".npy":
-            m = np.load(p)
-        else:
-            import tifffile
+        m = np.squeeze(np.load(p) if p.suffix.lower() == ".npy" else tifffile.imread(p))
+        if m.dtype not in (np.float16, np.float32) or m.ndim != 2:
+            raise SystemExit(f"{p.name}: maps must be 2-D float16/float32, got {m.dtype} {m.shape}")
+        out.append(m)
+    if len({m.shape for m in out}) != 1:
+        raise SystemExit("maps of one class split must share one shape")
+    return out
 
-            m = tifffile.imread(p)
-        m = np.squeeze(m)
-        if m.dtype not in (np.float16, np.float32):
-            raise SystemExit(f"{p.name}: maps must be float16 or float32, got {m.dtype}")
-        if m.ndim != 2:
-            raise SystemExit(f"{p.name}: maps must be 2-D, got shape {m.shape}")
-        maps.append(m)
-    shapes = {m.shape for m in maps}
-    if len(shapes) != 1:
-        raise SystemExit(f"maps of one class split must share one shape, got {sorted(shapes)}")
-    return maps, [p.name for p in paths]
+
+def split_files(name: str, maps_dir: Path | None, work: Path) -> list[Path]:
+    """The files of a split (generated splits are written as float16 TIFFs under ``work``)."""
+    import tifffile
+
+    if maps_dir is not None:
+        return sorted(p for p in maps_dir.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".npy"))
+    if name == "golden":
+        if not GOLDEN.is_dir():
+            raise SystemExit(f"golden maps not found at {GOLDEN}")
+        return sorted(GOLDEN.glob("*.tiff"))
+    if name == "heldout":
+        maps = robis_style_maps(2)
+    else:
+        maps = noise_maps(2024)
+        if name == "dense":  # one dim map: the search range starts low, nearly every pixel is in it
+            maps[0] = (maps[0].astype(np.float32) * 0.1).astype(np.float16)
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, m in enumerate(maps):
+        tifffile.imwrite(folder / f"{i:03d}.tiff", m)
+    return sorted(folder.glob("*.tiff"))
+
+
+def upstream_standin(paths: list[Path], cfg: BinarizeConfig):
+    """What the upstream MEBin class does over a split: read the TIFFs, then the straightforward sweep."""
+    maps = [as_map(m, cfg.precision) for m in read_maps(paths)]
+    return run_oracle(maps, cfg)
 
 
 def run_oracle(maps, cfg: BinarizeConfig):
@@ -76,45 +109,32 @@ def run_oracle(maps, cfg: BinarizeConfig):
 
 
 def run_pieces(maps, cfg: BinarizeConfig, clock: dict[str, float]):
-    """The fast path of ``binarize_batch`` (method mebin+meanstd) step by step, timing each piece."""
+    """The float16 fast path of ``binarize_batch`` (mebin+meanstd) step by step, timing each piece."""
     p = cfg.mebin
-    levels = p.levels()
+    kernel = np.ones((p.erode_kernel, p.erode_kernel), np.uint8)
     t0 = time.perf_counter()
     stats = BinStats.from_maps(maps)
     t_ms = stats.meanstd_threshold(cfg.meanstd_k)
     clock["batch stats"] += time.perf_counter() - t0
+    valid = np.float16(stats.mebin_max_th) > np.float16(stats.mebin_min_th)
     out = []
     for m in maps:
-        dt = work_dtype(m.dtype)
         t0 = time.perf_counter()
-        eroded = erode_map(m, p.erode_kernel)
+        eroded = cv2.erode(halfkeys.to_keys(m), kernel)
         t1 = time.perf_counter()
-        thr = None
-        counts = np.zeros(levels.size, np.int64)
-        if dt(stats.mebin_max_th) > dt(stats.mebin_min_th):
-            flat = eroded.reshape(-1)
-            cand = np.flatnonzero(flat > np.float32(dt(stats.mebin_min_th)))
-            norm = search_normalise(flat[cand], stats.mebin_min_th, stats.mebin_max_th, dt)
-            t2 = time.perf_counter()
-            keep = norm > levels[-1]
-            ys, xs = np.divmod(cand[keep], eroded.shape[1])
-            counts = level_counts_sparse(ys, xs, first_levels(norm[keep], p), levels.size)
-            idx = stable_interval_end(counts, p.min_interval_len)
-            if idx is not None:
-                lo = dt(stats.mebin_min_th)
-                thr = int(int(255 - idx * p.sample_rate) * (dt(stats.mebin_max_th) - lo) / 255 + lo)
-        else:
-            t2 = time.perf_counter()
+        lvl = key_level_image(eroded, stats.mebin_min_th, stats.mebin_max_th, p) if valid else None
+        t2 = time.perf_counter()
+        counts = np.zeros(p.levels().size, np.int64)
+        if lvl is not None:
+            counts = level_set_counts(lvl, p.levels().size, p.erode_kernel + 2)
+        thr = None if not valid else threshold_from_counts(counts, stats.mebin_min_th, stats.mebin_max_th, p,
+                                                           np.float16)
         t3 = time.perf_counter()
-        mask = eroded > t_ms
-        if thr is not None:
-            mask |= eroded > np.float32(thr)
-        mask = mask.view(np.uint8) * np.uint8(255)
+        cut = t_ms if thr is None else min(t_ms, np.float32(thr))
+        mask = halfkeys.greater(eroded, halfkeys.floor_key(cut))
         t4 = time.perf_counter()
-        clock["erosion"] += t1 - t0
-        clock["normalise"] += t2 - t1
-        clock["level counts"] += t3 - t2
-        clock["final masks"] += t4 - t3
+        for k, dt in zip(PIECES[1:], (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            clock[k] += dt
         out.append((mask, thr, counts))
     return out, stats
 
@@ -123,8 +143,8 @@ def check_identical(fast, stats, oracle, pieces, names) -> None:
     masks, thr, (lo, hi), t_ms = oracle
     problems = []
     if (stats.mebin_min_th, stats.mebin_max_th) != (float(lo), float(hi)):
-        problems.append(f"search range {stats.mebin_min_th, stats.mebin_max_th} "
-                        f"vs oracle {float(lo), float(hi)}")
+        problems.append(f"search range {stats.mebin_min_th, stats.mebin_max_th} vs oracle "
+                        f"{float(lo), float(hi)}")
     if stats.meanstd_threshold() != t_ms:
         problems.append(f"mean+3std {stats.meanstd_threshold()} vs oracle {t_ms}")
     for name, r, m, t, (pm, pt, pc) in zip(names, fast, masks, thr, pieces, strict=True):
@@ -139,87 +159,184 @@ def check_identical(fast, stats, oracle, pieces, names) -> None:
         raise SystemExit("outputs differ, nothing reported:\n  " + "\n  ".join(problems))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--maps", type=Path, default=DEFAULT_MAPS, help="folder of maps (default: golden maps)")
-    ap.add_argument("--repeat", type=int, default=5, help="timed repeats of each path (interleaved)")
-    ap.add_argument("--precision", choices=("auto", "float16", "float32"), default="auto",
-                    help="arithmetic of both paths (auto: float16 if every map is float16)")
-    ap.add_argument("--json", type=Path, help="write the results here")
-    args = ap.parse_args(argv)
-    if args.repeat < 1:
-        ap.error("--repeat must be >= 1")
-    if not args.maps.is_dir():
-        ap.error(f"no such folder: {args.maps}")
+def run_cli(paths: list[Path], out: Path, precision: str, copies: int = 1) -> tuple[float, float]:
+    """Wall and CPU (all threads) seconds of one ``robis-edge binarize`` run on these files, each
+    linked ``copies`` times into one folder (a bigger split of the same maps)."""
+    src = out.with_name(out.name + "-maps")
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    src.mkdir(parents=True)
+    for c in range(copies):
+        for p in paths:
+            os.symlink(p.resolve(), src / f"{c}_{p.name}")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "binarize", "--maps", str(src), "--out", str(out),
+           "--precision", precision]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
-    cv2.setNumThreads(1)
-    raw, names = load_maps(args.maps)
+
+def percentile(v, q: float) -> float:
+    return float(np.percentile(np.asarray(v), q))
+
+
+def bench_split(name: str, paths: list[Path], args, work: Path) -> dict:
+    raw = read_maps(paths)
     precision = args.precision
     if precision == "auto":
         precision = "float16" if all(m.dtype == np.float16 for m in raw) else "float32"
     cfg = BinarizeConfig(precision=precision)
-    # Both paths see the same maps: the oracle computes in the maps' dtype, the SDK in `precision`.
     maps = [as_map(m, precision) for m in raw]
     n = len(maps)
+    names = [p.name for p in paths]
 
     # Warm-up and correctness first.
     fast, stats = binarize_batch(maps, cfg)
     oracle = run_oracle(maps, cfg)
-    pieces, _ = run_pieces(maps, cfg, dict.fromkeys(PIECES, 0.0))
+    if precision == "float16":
+        pieces, _ = run_pieces(maps, cfg, dict.fromkeys(PIECES, 0.0))
+    else:
+        pieces = [(r.mask, r.mebin_threshold, r.counts) for r in fast]
     check_identical(fast, stats, oracle, pieces, names)
+    if args.cli:
+        run_cli(paths, work / "cli-warm", precision)
 
-    t_oracle, t_fast = [], []
+    t_up, t_oracle, t_fast, c_fast, t_cli_all, t_cli_half, t_copies = [], [], [], [], [], [], []
+    copies = [m.copy() for _ in range(CLI_COPIES) for m in maps] if args.cli else []  # the command's split
+    per_map = np.full((args.repeat, n), np.inf)
     t_pieces = {k: [] for k in PIECES}
-    for _ in range(args.repeat):
+    for rep in range(args.repeat):
+        t0 = time.perf_counter()
+        upstream_standin(paths, cfg)
+        t_up.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         run_oracle(maps, cfg)
         t_oracle.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        binarize_batch(maps, cfg)
+        t0, c0 = time.perf_counter(), time.process_time()
+        binarize_batch(maps, cfg, on_result=lambda i, _, ms, rep=rep: per_map[rep].__setitem__(i, ms))
         t_fast.append(time.perf_counter() - t0)
-        clock = dict.fromkeys(PIECES, 0.0)
-        run_pieces(maps, cfg, clock)
-        for k in PIECES:
-            t_pieces[k].append(clock[k])
+        c_fast.append(time.process_time() - c0)
+        if precision == "float16":
+            clock = dict.fromkeys(PIECES, 0.0)
+            run_pieces(maps, cfg, clock)
+            for k in PIECES:
+                t_pieces[k].append(clock[k])
+        if args.cli:
+            t0 = time.perf_counter()
+            binarize_batch(copies, cfg)
+            t_copies.append(time.perf_counter() - t0)
+            t_cli_all.append(run_cli(paths, work / "cli-more", precision, CLI_COPIES))
+            t_cli_half.append(run_cli(paths, work / "cli-one", precision))
 
-    def ms(v: float) -> float:
-        return v / n * 1e3
+    def ms(v: float, count: int = n) -> float:
+        return v / count * 1e3
 
-    rows = {"oracle": t_oracle, "binarize_batch": t_fast}
+    best = per_map.min(axis=0)  # per map, the best of the rounds
     res = {
-        "maps": str(args.maps), "n_maps": n, "shape": list(maps[0].shape), "dtype": str(raw[0].dtype),
-        "precision": precision, "repeat": args.repeat, "threads": 1,
-        "python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
-        "machine": platform.machine(), "processor": platform.processor(),
-        "identical": True,
-        "ms_per_map": {k: {"best": ms(min(v)), "median": ms(statistics.median(v))} for k, v in rows.items()},
-        "pieces_ms_per_map": {k: {"best": ms(min(v)), "median": ms(statistics.median(v))}
-                              for k, v in t_pieces.items()},
-        "mebin_thresholds": [r.mebin_threshold for r in fast],
-        "meanstd_threshold": float(stats.meanstd_threshold()),
+        "split": name, "maps": str(paths[0].parent), "n_maps": n, "shape": list(maps[0].shape),
+        "dtype": str(raw[0].dtype), "precision": precision, "repeat": args.repeat, "identical": True,
+        "mebin_search_range": [stats.mebin_min_th, stats.mebin_max_th],
+        "max_components": int(max(int(r.counts.max()) for r in fast if r.counts is not None)),
+        "ms_per_map": {
+            "upstream_standin": {"best": ms(min(t_up)), "median": ms(float(np.median(t_up)))},
+            "oracle": {"best": ms(min(t_oracle)), "median": ms(float(np.median(t_oracle)))},
+            "binarize_batch": {"best": ms(min(t_fast)), "median": ms(float(np.median(t_fast)))},
+        },
+        "binarize_per_map_ms": {"p50": percentile(best, 50), "p99": percentile(best, 99),
+                                "max": float(best.max()), "mean": float(best.mean())},
+        "pieces_ms_per_map": {k: {"best": ms(min(v)), "median": ms(float(np.median(v)))}
+                              for k, v in t_pieces.items() if v},
     }
-    res["speedup"] = {k: res["ms_per_map"]["oracle"][k] / res["ms_per_map"]["binarize_batch"][k]
-                      for k in ("best", "median")}
+    res["cpu_ms_per_map"] = {"binarize_batch": {"best": ms(min(c_fast)),
+                                                "median": ms(float(np.median(c_fast)))}}
+    if args.cli:
+        extra = (CLI_COPIES - 1) * n
+        marginal = [ms(a[0] - b[0], extra) for a, b in zip(t_cli_all, t_cli_half)]
+        cpu = [ms(a[1] - b[1], extra) for a, b in zip(t_cli_all, t_cli_half)]
+        res["cli"] = {"copies": CLI_COPIES, "more_s": t_cli_all, "one_s": t_cli_half,
+                      "marginal_ms_per_map": {"best": min(marginal), "median": float(np.median(marginal))},
+                      "binarize_batch_same_maps": {"best": ms(min(t_copies), len(copies)),
+                                                   "median": ms(float(np.median(t_copies)), len(copies))}}
+        res["cpu_ms_per_map"]["cli_marginal"] = {"best": min(cpu), "median": float(np.median(cpu))}
+    return res
 
-    h, w = maps[0].shape
-    print(f"{n} maps {h}x{w} {raw[0].dtype} from {args.maps}")
-    print(f"precision {precision}, {args.repeat} interleaved repeats, 1 thread (cv2.setNumThreads(1)); "
-          "outputs identical (masks, thresholds, search range, mean+3std)")
+
+def report(res: dict) -> None:
+    h, w = res["shape"]
+    mp = res["ms_per_map"]
+    lo, hi = res["mebin_search_range"]
+    print(f"\n== {res['split']}: {res['n_maps']} maps {h}x{w} {res['dtype']} ({res['maps']}); precision "
+          f"{res['precision']}; search range {lo:.4g}..{hi:.4g}, up to {res['max_components']} components "
+          "at a level; outputs identical")
+    print(f"{'path':<50}{'best ms/map':>12}{'median ms/map':>15}")
+    rows = [("upstream stand-in (TIFF read + 64-level sweep)", mp["upstream_standin"]),
+            ("oracle (64-level sweep, maps in memory)", mp["oracle"]),
+            ("binarize_batch", mp["binarize_batch"])]
+    if "cli" in res:
+        rows.append((f"binarize_batch on {res['cli']['copies']} copies (the command's maps)",
+                     res["cli"]["binarize_batch_same_maps"]))
+        rows.append(("robis-edge binarize, marginal per map", res["cli"]["marginal_ms_per_map"]))
+    for label, v in rows:
+        print(f"  {label:<48}{v['best']:>12.3f}{v['median']:>15.3f}")
+    pm = res["binarize_per_map_ms"]
+    print(f"  binarize_batch per map (best of rounds): p50 {pm['p50']:.3f}  p99 {pm['p99']:.3f}  "
+          f"max {pm['max']:.3f}  mean {pm['mean']:.3f}")
+    fast = mp["binarize_batch"]["best"]
+    print(f"  ratios (best): oracle / binarize_batch {mp['oracle']['best'] / fast:.1f}x", end="")
+    if "cli" in res:
+        cli = res["cli"]["marginal_ms_per_map"]["best"]
+        same = res["cli"]["binarize_batch_same_maps"]["best"]
+        print(f"; upstream stand-in / command {mp['upstream_standin']['best'] / cli:.1f}x; "
+              f"command / binarize_batch {cli / fast:.2f}x (same maps: {cli / same:.2f}x)", end="")
     print()
-    print(f"{'path':<28}{'best ms/map':>12}{'median ms/map':>15}")
-    for label, key in (("oracle (RoBiS, 64 levels)", "oracle"), ("binarize_batch (fast)", "binarize_batch")):
-        print(f"{label:<28}{res['ms_per_map'][key]['best']:>12.3f}{res['ms_per_map'][key]['median']:>15.3f}")
-    print(f"{'ratio oracle / fast':<28}{res['speedup']['best']:>11.1f}x{res['speedup']['median']:>14.1f}x")
-    print()
-    print("fast path pieces (batch stats: whole split / n)")
-    for k in PIECES:
-        v = res["pieces_ms_per_map"][k]
-        print(f"  {k:<26}{v['best']:>12.3f}{v['median']:>15.3f}")
-    total_best = sum(res["pieces_ms_per_map"][k]["best"] for k in PIECES)
-    total_med = sum(res["pieces_ms_per_map"][k]["median"] for k in PIECES)
-    print(f"  {'sum of pieces':<26}{total_best:>12.3f}{total_med:>15.3f}")
+    cpu = res["cpu_ms_per_map"]
+    line = f"  CPU time (all threads), best ms/map: binarize_batch {cpu['binarize_batch']['best']:.3f}"
+    if "cli_marginal" in cpu:
+        c = cpu["cli_marginal"]["best"]
+        line += f", command marginal {c:.3f} ({c / cpu['binarize_batch']['best']:.2f}x)"
+    print(line)
+    if res["pieces_ms_per_map"]:
+        print("  fast path pieces, best ms/map (batch stats: whole split / n): " + ", ".join(
+            f"{k} {v['best']:.3f}" for k, v in res["pieces_ms_per_map"].items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--splits", default=",".join(SPLITS), help=f"comma-separated, of {', '.join(SPLITS)}")
+    ap.add_argument("--maps", type=Path, help="a folder of maps instead (one split)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed rounds of each path (interleaved)")
+    ap.add_argument("--precision", choices=("auto", "float16", "float32"), default="auto",
+                    help="arithmetic of both paths (auto: float16 if every map is float16)")
+    ap.add_argument("--no-cli", dest="cli", action="store_false", help="do not time the command")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
+    if args.maps is not None and not args.maps.is_dir():
+        ap.error(f"no such folder: {args.maps}")
+    splits = ["maps"] if args.maps else [s for s in args.splits.split(",") if s]
+    if any(s not in SPLITS + ("maps",) for s in splits):
+        ap.error(f"--splits: choose from {', '.join(SPLITS)}")
+
+    cv2.setNumThreads(1)
+    print(f"{platform.machine()} {platform.processor() or ''} ({os.cpu_count()} CPUs), Python "
+          f"{platform.python_version()}, numpy {np.__version__}, OpenCV {cv2.__version__}; 1 thread in this "
+          f"process (cv2.setNumThreads(1)), {args.repeat} interleaved rounds")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_binarize_") as tmp:
+        work = Path(tmp)
+        for name in splits:
+            res = bench_split(name, split_files(name, args.maps, work), args, work)
+            report(res)
+            results.append(res)
     if args.json:
-        args.json.write_text(json.dumps(res, indent=1))
+        meta = {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
+                "machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()}
+        args.json.write_text(json.dumps({"meta": meta, "splits": results}, indent=1))
         print(f"\nwrote {args.json}")
     return 0
 

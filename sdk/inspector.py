@@ -22,12 +22,13 @@ from .bundle import Bundle
 from .engines.reference import DEFAULT_TILES, choose_tiles, cut_tiles
 from .errors import CalibrationError, InputError
 from .geometry import TilingPlan
-from .postprocess.binarize import as_map, binarize
+from .postprocess.binarize import Binarized, as_map, batch_statistics, binarize, binarize_batch
 from .postprocess.morphology import apply_morphology
-from .postprocess.stats import SCOPES, BinStats, Calibration, NormStats, RollingStats
+from .postprocess.stats import BinStats, Calibration, NormStats, RollingStats
 from .preprocess import prepare_frame, tile_preprocessor
 from .timing import ms_since, progress_bar
 from .verdict import Region, decide, find_regions, roi_slices
+from .vocabulary import SCOPES
 
 MAX_TILES = 256  # tiles of one frame (RoBiS' 2448x2048 frames: 9); more would not fit in memory
 
@@ -213,17 +214,18 @@ class Inspector:
         return raw.plan.merge(norm.normalise(raw.tiles, clip=clip), self.map_scale_override)
 
     def _finish(self, raw: _Raw, merged: np.ndarray, bins: BinStats | None, scope: str,
-                t_merge: float) -> Result:
+                t_merge: float, coarse: tuple[Binarized, float] | None = None) -> Result:
+        """Coarse mask (given with its ms by the batch path, else computed here) → verdict."""
         timings = dict(raw.timings)
         timings["merge"] = t_merge
         t0 = time.perf_counter()
-        amap = as_map(merged, self.binarize_config.precision)
-        b = binarize(amap, bins, self.binarize_config)
+        b, t_coarse = coarse or (binarize(as_map(merged, self.binarize_config.precision), bins,
+                                          self.binarize_config), 0.0)
         mask = apply_morphology(b.mask, self.morphology.closing, self.morphology.fill_holes)
         scale = self.map_scale_override or raw.plan.map_scale(self.map_size)
         rows, cols = roi_slices(self.verdict_spec.roi, scale, mask.shape)
         mask = self._apply_roi(mask, rows, cols)
-        timings["binarize"] = ms_since(t0)
+        timings["binarize"] = t_coarse + ms_since(t0)
         if self.refiner is not None and raw.frame is not None:
             # RoBiS SAM_Finer: the refined mask replaces the coarse one (same shape, map scale).
             # ROI before (no box outside it) and again after (SAM can grow past it).
@@ -318,10 +320,16 @@ class Inspector:
             raise InputError("colors must have one entry per image")
         if scope != "batch":
             return [self.inspect(im, c) for im, c in progress_bar(zip(images, colors), len(images), progress)]
-        raws, merged_maps, norm, bins, t_merge = self._batch_statistics(images, colors, progress)
+        raws, merged_maps, _, t_merge = self._batch_merge(images, colors, progress)
+        coarse_ms = [0.0] * len(raws)
+        t0 = time.perf_counter()
+        coarse, bins = binarize_batch(merged_maps, self.binarize_config,
+                                      on_result=lambda i, _, ms: coarse_ms.__setitem__(i, ms))
+        shared = (ms_since(t0) - sum(coarse_ms)) / len(raws)  # the batch statistics, per frame
+        coarse_ms = [ms + shared for ms in coarse_ms]
         results = []
-        for raw, merged in zip(raws, merged_maps):
-            r = self._finish(raw, merged, bins, "batch", t_merge)
+        for raw, merged, c, ms in zip(raws, merged_maps, coarse, coarse_ms):
+            r = self._finish(raw, merged, bins, "batch", t_merge, (c, ms))
             r.timings_ms["total"] = sum(r.timings_ms.values())
             results.append(r)
         return results
@@ -339,7 +347,8 @@ class Inspector:
         (``sdk.reference.choose_tiles``: the top half by score, the rest spread down to the lowest)."""
         images = list(images)
         colors = list(colors) if colors is not None else [None] * len(images)
-        raws, _, norm, bins, _ = self._batch_statistics(images, colors, progress)
+        raws, merged_maps, norm, _ = self._batch_merge(images, colors, progress)
+        bins = batch_statistics(merged_maps, self.binarize_config)
         cal = Calibration(norm, bins, len(images), n_defective, source,
                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         where = [(i, k) for i, r in enumerate(raws) for k in range(len(r.tiles))]
@@ -350,16 +359,15 @@ class Inspector:
             tiles.append(cut_tiles(r.frame, r.plan, self.preprocess_spec.size)[where[j][1]].copy())
         return cal, tiles
 
-    def _batch_statistics(self, images, colors, progress):
+    def _batch_merge(self, images, colors, progress):
+        """Batch scope up to the merged maps: tile normalisation over all frames, then merge."""
         if len(images) == 0:
             raise InputError("no images given")
         raws = [self._infer(im, c) for im, c in progress_bar(zip(images, colors), len(images), progress)]
         t0 = time.perf_counter()
         norm = NormStats.from_tile_maps([r.tiles for r in raws])
         merged_maps = [self._merge(r, norm, clip=False) for r in raws]
-        prec = self.binarize_config.precision
-        bins = BinStats.from_maps([as_map(m, prec) for m in merged_maps])
-        return raws, merged_maps, norm, bins, ms_since(t0) / len(raws)
+        return raws, merged_maps, norm, ms_since(t0) / len(raws)
 
     def set_calibration(self, cal: Calibration) -> None:
         """Use new calibrated statistics from now on (does not write the bundle)."""

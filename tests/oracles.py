@@ -1,7 +1,8 @@
 """Straightforward implementations kept as oracles for the fast code paths.
 
 Each follows the reference behaviour step by step, with no shortcut: 64 binarisations,
-64 erosions and 64 labelings per map, float16 arithmetic by numpy itself.
+64 erosions and 64 labelings per map, float16 arithmetic by numpy itself. At the end, the
+synthetic splits the oracle comparisons and the benchmark run on.
 """
 
 from __future__ import annotations
@@ -146,3 +147,65 @@ def ttt_oracle(score: np.ndarray, plan, tile_features: np.ndarray, scale: float,
     return {"anomalous": anomalous, "nominal": nominal, "features": dense, "decision": decision,
             "mask": mask, "coef": svc.coef_[0],
             "intercept": float(svc.intercept_[0])}
+
+
+def binarize_map_oracle(m: np.ndarray, lo, hi, t_ms, rate: int = 4, min_len: int = 4, k: int = 6):
+    """One map with given statistics (calibrated scope), the slow way: (mask, MEBin threshold or 255).
+
+    ``lo``, ``hi`` in the map's dtype; ``t_ms`` the mean+3std threshold in map units.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        end = stable_end_oracle(level_counts_oracle(m, lo, hi, rate, k), min_len) if hi > lo else None
+        thr = 255 if end is None else int((255 - end * rate) * (hi - lo) / 255 + lo)
+        mask = erode_box(np.where(m > t_ms, 255, 0).astype(np.uint8), k)
+        if end is not None:
+            mask |= erode_box(np.where(m > thr, 255, 0).astype(np.uint8), k)
+    return mask, thr
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic splits for the oracle comparisons and benchmarks/bench_binarize.py
+# --------------------------------------------------------------------------------------------
+
+
+def robis_style_maps(seed: int, n: int = 24, h: int = 512, w: int = 612) -> list[np.ndarray]:
+    """Held-out maps made like the golden split (merged maps of a random-weight INP-Former, float16,
+    0..255): blurred-noise texture of varying grain, level and contrast, slow shading, and a few
+    bright elliptical blobs and thin streaks. Their textures give many small components spread
+    over many MEBin levels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        grain = rng.uniform(1.0, 6.0)
+        bg = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), grain)
+        m = rng.uniform(30, 80) + rng.uniform(6, 22) * bg / (bg.std() + 1e-6)
+        shade = cv2.GaussianBlur(rng.standard_normal((h // 16, w // 16)).astype(np.float32), (0, 0), 2)
+        m += cv2.resize(shade, (w, h)) * rng.uniform(0, 15)
+        blobs = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(0, 4))):
+            centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            axes = (int(rng.integers(6, 30)), int(rng.integers(4, 20)))
+            angle, value = float(rng.uniform(0, 180)), float(rng.uniform(110, 250))
+            cv2.ellipse(blobs, centre, axes, angle, 0, 360, value, -1)
+        for _ in range(int(rng.integers(0, 3))):
+            p = rng.integers(0, [w, h])
+            d = rng.normal(size=2)
+            q = p + d / np.linalg.norm(d) * rng.uniform(20, 60)
+            cv2.line(blobs, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), float(rng.uniform(90, 200)),
+                     int(rng.integers(2, 5)))
+        m = np.maximum(m, cv2.GaussianBlur(blobs, (0, 0), 1.0))
+        out.append(np.clip(m, 0, 255).astype(np.float16))
+    return out
+
+
+def noise_maps(seed: int, n: int = 24, h: int = 512, w: int = 612) -> list[np.ndarray]:
+    """Noise-like maps (float16): fine blurred noise stretched to 0..top, top 140..255, so that a
+    large share of every map lies in the MEBin search range, in many small components over many
+    levels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        grain = float(rng.choice([0.8, 1.2, 1.6, 2.4]))
+        m = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), grain)
+        out.append(((m - m.min()) / np.ptp(m) * rng.uniform(140, 255)).astype(np.float16))
+    return out

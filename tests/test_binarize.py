@@ -16,14 +16,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from oracles import (  # noqa: E402
     binarize_batch_oracle,
+    binarize_map_oracle,
     erode_box,
     level_counts_oracle,
+    noise_maps,
+    robis_style_maps,
     stable_end_oracle,
 )
 
 from sdk.errors import CalibrationError, InputError  # noqa: E402
 from sdk.geometry import TilingPlan  # noqa: E402
-from sdk.postprocess.binarize import BinarizeConfig, binarize, binarize_batch  # noqa: E402
+from sdk.postprocess import halfkeys  # noqa: E402
+from sdk.postprocess.binarize import BinarizeConfig, Binarizer, as_map, binarize, binarize_batch  # noqa: E402
 from sdk.postprocess.mebin import (  # noqa: E402
     MEBinParams,
     erode_map,
@@ -33,7 +37,7 @@ from sdk.postprocess.mebin import (  # noqa: E402
     search_normalise,
     stable_interval_end,
 )
-from sdk.postprocess.stats import BinStats, Calibration, NormStats, RollingStats  # noqa: E402
+from sdk.postprocess.stats import BinStats, Calibration, NormStats, RollingStats, map_max  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BIN_GOLDEN = SHARED / "golden" / "post" / "binarize"
@@ -269,6 +273,165 @@ def test_stable_interval_end_vs_oracle_long_runs(runs, min_len):
 ])
 def test_stable_interval_end_cases(seq, min_len, expected):
     assert stable_interval_end(seq, min_len) == expected == stable_end_oracle(seq, min_len)
+
+
+# --------------------------------------------------------------------------------------------
+# Held-out splits and maps of every kind
+# --------------------------------------------------------------------------------------------
+
+
+def map_of_kind(rng: np.random.Generator, kind: str, h: int, w: int, dtype) -> np.ndarray:
+    """One map of a kind that stresses a different part of the level counting."""
+    if kind == "smooth":
+        return random_maps(rng, 1, h, w, dtype)[0]
+    if kind == "noise":  # many small components, each over several levels
+        m = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), float(rng.uniform(0.6, 2.0)))
+        return ((m - m.min()) / (np.ptp(m) + 1e-6) * rng.uniform(60, 255)).astype(dtype)
+    if kind == "levels":  # plateaus on many levels, rings with holes that open and close
+        m = np.full((h, w), np.float32(rng.uniform(0, 40)))
+        for _ in range(int(rng.integers(1, 8))):
+            cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+            for r in range(int(rng.integers(4, 30)), 0, -int(rng.integers(1, 6))):
+                cv2.circle(m, (cx, cy), r, float(rng.uniform(40, 255)), int(rng.choice([-1, 2, 7, 9])))
+        return m.astype(dtype)
+    if kind == "empty":
+        return np.zeros((h, w), dtype)
+    if kind == "constant":
+        return np.full((h, w), rng.uniform(0, 255), dtype)
+    raise ValueError(kind)
+
+
+KINDS = ("smooth", "noise", "levels", "empty", "constant")
+
+
+@FAST
+@given(seed=st.integers(0, 2**32 - 1), kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=5),
+       h=st.integers(12, 120), w=st.integers(12, 120), dtype=st.sampled_from([np.float16, np.float32]))
+def test_batches_of_every_kind(seed, kinds, h, w, dtype):
+    """Batch scope on mixed splits; one map only or equal maxima give a degenerate search range."""
+    rng = np.random.default_rng(seed)
+    maps = [map_of_kind(rng, k, h, w, dtype) for k in kinds]
+    if dtype == np.float16:
+        assert_matches_oracle(maps)
+    else:
+        assert_matches_oracle(maps, BinarizeConfig(precision="float32"))
+
+
+@FAST
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(KINDS), h=st.integers(12, 120),
+       w=st.integers(12, 120), dtype=st.sampled_from([np.float16, np.float32]), lo_q=st.floats(0.0, 1.0),
+       span=st.floats(0.0, 1.2), t_q=st.floats(0.0, 1.2))
+def test_maps_of_every_kind_with_given_statistics(seed, kind, h, w, dtype, lo_q, span, t_q):
+    """Calibrated-like statistics: any search range (also empty or below the map) and T_ms."""
+    m = map_of_kind(np.random.default_rng(seed), kind, h, w, dtype)
+    lo_f = lo_q * 255.0
+    hi_f = lo_f + span * 255.0
+    stats = BinStats(lo_f, hi_f, t_q / 3, t_q / 3, 1)  # mean + 3 std = t_q * 4/3 (on 0..1)
+    cfg = BinarizeConfig(precision="float16" if dtype == np.float16 else "float32")
+    r = binarize(m, stats, cfg)
+    mask, thr = binarize_map_oracle(m, dtype(lo_f), dtype(hi_f), stats.meanstd_threshold())
+    assert np.array_equal(r.mask, mask)
+    assert (255 if r.mebin_threshold is None else r.mebin_threshold) == thr
+
+
+def test_held_out_robis_style_split():
+    """A held-out split made like the golden one (tests/oracles.py): identical to the oracle."""
+    maps = robis_style_maps(2, n=12)
+    res, _ = assert_matches_oracle(maps)
+    # The hard kind: hundreds of components, counts changing at 20+ of the 64 levels.
+    assert max(int(r.counts.max()) for r in res) >= 100
+    assert max(np.count_nonzero(np.diff(r.counts)) for r in res) >= 20
+
+
+def test_noise_like_split():
+    res, _ = assert_matches_oracle(noise_maps(7, n=6))
+    assert max(int(r.counts.max()) for r in res) >= 50
+
+
+@pytest.mark.parametrize("precision", ["float16", "float32"])
+def test_dense_maps_with_a_low_calibrated_range(precision):
+    """Nearly every pixel in the search range (a low calibrated min_th): one large component
+    with many holes at low thresholds, hundreds of small ones at high thresholds."""
+    maps = noise_maps(11, n=3, h=256, w=300)
+    dtype = np.float16 if precision == "float16" else np.float32
+    stats = BinStats(5.0, 250.0, 0.5, 0.1, 3)
+    for m in maps:
+        m = m.astype(dtype)
+        r = binarize(m, stats, BinarizeConfig(precision=precision))
+        mask, thr = binarize_map_oracle(m, dtype(5.0), dtype(250.0), stats.meanstd_threshold())
+        assert np.array_equal(r.mask, mask)
+        assert (255 if r.mebin_threshold is None else r.mebin_threshold) == thr
+        assert r.counts.tolist() == level_counts_oracle(m, dtype(5.0), dtype(250.0))
+        assert r.counts.max() > 100
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_nan_pixels_are_below_every_threshold(dtype):
+    """NaN in a map (calibrated scope): as in RoBiS' comparisons, never above a threshold."""
+    m = random_maps(np.random.default_rng(21), 1, 80, 90, dtype)[0]
+    m[10:14, 10:50] = np.nan
+    m[40:70, 20:60] = 220
+    m[50, 30] = np.nan
+    stats = BinStats(60.0, 240.0, 0.3, 0.05, 1)
+    cfg = BinarizeConfig(precision="float16" if dtype == np.float16 else "float32")
+    r = binarize(m, stats, cfg)
+    mask, thr = binarize_map_oracle(m, dtype(60.0), dtype(240.0), stats.meanstd_threshold())
+    assert np.array_equal(r.mask, mask) and r.mask.any()
+    assert (255 if r.mebin_threshold is None else r.mebin_threshold) == thr
+
+
+def test_float16_order_keys_on_every_value():
+    values = np.arange(65536, dtype=np.uint16).view(np.float16)
+    keys = halfkeys.to_keys(values.reshape(256, 256)).reshape(-1)
+    numbers = ~np.isnan(values)
+    assert np.all(keys[~numbers] < halfkeys.KEY_NEG_INF)
+    order = np.argsort(keys[numbers], kind="stable")
+    assert np.all(np.diff(values[numbers][order].astype(np.float64)) >= 0)
+    assert np.array_equal(halfkeys.values_of(keys[numbers]).view(np.uint16), values[numbers].view(np.uint16))
+    assert np.array_equal(halfkeys.to_keys(values[:7]), keys[:7])  # tiny arrays take numpy's path
+    rng = np.random.default_rng(0)
+    cuts = np.concatenate([values[numbers].astype(np.float64), rng.normal(0, 400, 2000),
+                           [np.inf, -np.inf, np.nan, 0.0, -0.0, 65504.0, 65520.0, -65520.0, 1e-9, -1e-9]])
+    cuts = np.concatenate([cuts, np.nextafter(cuts, np.inf), np.nextafter(cuts, -np.inf)])
+    for t in cuts[::11]:
+        with np.errstate(invalid="ignore"):
+            assert np.array_equal(keys > halfkeys.floor_key(t), values > t), t
+
+
+def test_float32_maps_to_float16_like_numpy():
+    rng = np.random.default_rng(3)
+    m = (rng.normal(100, 200, (64, 70)) * rng.choice([1e-6, 1, 1e3], (64, 70))).astype(np.float32)
+    m[0, :8] = [0.0, -0.0, np.inf, -np.inf, 65519.99, 65520.0, 6e-8, -3e-8]
+    with np.errstate(over="ignore"):
+        expected = m.astype(np.float16)
+    got = as_map(m, "float16")
+    assert got.dtype == np.float16
+    assert np.array_equal(got, expected)  # -0 may become +0: equal as numbers, as in every comparison
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float16, np.float32]),
+       negative=st.booleans())
+def test_map_max_equals_numpy(seed, dtype, negative):
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+    m = (rng.random(shape) * 300 - 100 * negative).astype(dtype)
+    if rng.random() < 0.2:
+        m.flat[int(rng.integers(0, m.size))] = np.nan
+    got, want = map_max(m), np.max(m)
+    assert (np.isnan(got) and np.isnan(want)) or got == want
+
+
+def test_binarize_batch_reports_each_map_and_one_binarizer_serves_all():
+    maps = random_maps(np.random.default_rng(8), 4, 50, 60)
+    seen = []
+    res, stats = binarize_batch(maps, BinarizeConfig(), on_result=lambda i, r, ms: seen.append((i, r, ms)))
+    assert [i for i, _, _ in seen] == [0, 1, 2, 3] and all(ms >= 0 for _, _, ms in seen)
+    assert all(a is r for (_, a, _), r in zip(seen, res))
+    run = Binarizer(BinarizeConfig(), stats)
+    assert all(np.array_equal(run(m).mask, r.mask) for m, r in zip(maps, res))
+    res2, stats2 = binarize_batch(maps, BinarizeConfig(), stats)  # given (calibrated) statistics
+    assert stats2 is stats and all(np.array_equal(a.mask, b.mask) for a, b in zip(res, res2))
 
 
 # --------------------------------------------------------------------------------------------

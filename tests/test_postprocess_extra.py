@@ -1,4 +1,5 @@
-"""Morphology, regions and verdict against straightforward implementations; thread safety."""
+"""Morphology, level-set component counts, regions and verdict against straightforward
+implementations; thread safety."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdk.bundle import VerdictSpec
+from sdk.postprocess.levelsets import ABSENT, compact_index, euler_counts, level_set_counts
 from sdk.postprocess.morphology import apply_morphology, close_mask, fill_holes
 from sdk.verdict import Region, decide, find_regions, roi_slices
 
@@ -46,6 +48,91 @@ def test_ring_is_filled_and_closing_bridges_gaps():
     gap[5:15, 10:14] = 255  # one-pixel gap at column 9
     assert close_mask(gap, 3)[10, 9] == 255 and close_mask(gap, 0) is gap
     assert np.array_equal(apply_morphology(gap, 0, False), gap)
+
+
+def _components_oracle(lvl: np.ndarray, n_levels: int) -> list[int]:
+    return [cv2.connectedComponents((lvl <= j).astype(np.uint8), connectivity=8)[0] - 1
+            for j in range(n_levels)]
+
+
+def _euler_oracle(lvl: np.ndarray, n_levels: int) -> list[int]:
+    """Components minus holes (bounded 4-connected pieces of the complement), level by level."""
+    out = []
+    for j in range(n_levels):
+        s = (lvl <= j).astype(np.uint8)
+        outside = np.pad(1 - s, 1, constant_values=1)
+        out.append(cv2.connectedComponents(s, connectivity=8)[0] - 1
+                   - (cv2.connectedComponents(outside, connectivity=4)[0] - 2))
+    return out
+
+
+def _level_image(rng: np.random.Generator, h: int, w: int, n_levels: int, erode: int) -> np.ndarray:
+    """A random level image; with ``erode`` k > 1, the level image of a map eroded by a k×k box."""
+    kind = rng.integers(0, 3)
+    if kind == 0:  # white noise
+        lvl = rng.integers(0, n_levels, (h, w)).astype(np.uint8)
+    elif kind == 1:  # blurred noise: bands of levels
+        m = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), float(rng.uniform(0.5, 4)))
+        lvl = ((m - m.min()) / (np.ptp(m) + 1e-9) * (n_levels - 1)).astype(np.uint8)
+    else:  # nested rings: holes that open and close from level to level
+        lvl = np.full((h, w), n_levels - 1, np.uint8)
+        for _ in range(int(rng.integers(1, 6))):
+            c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            for r in range(int(rng.integers(3, 25)), 0, -int(rng.integers(1, 5))):
+                cv2.circle(lvl, c, r, int(rng.integers(0, n_levels)), int(rng.choice([-1, 1, 3, 8])))
+    lvl[rng.random((h, w)) < rng.uniform(0, 0.6)] = ABSENT
+    if erode > 1:  # {lvl <= j} eroded by the box = {max over the box <= j}
+        lvl = cv2.dilate(lvl, np.ones((erode, erode), np.uint8))
+    return lvl
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 45), st.integers(1, 45),
+       st.sampled_from([1, 5, 64, 127, 128, 200, 255]))
+def test_euler_counts_match_oracle(seed, h, w, n_levels):
+    lvl = _level_image(np.random.default_rng(seed), h, w, n_levels, 1)
+    assert euler_counts(lvl, n_levels).tolist() == _euler_oracle(lvl, n_levels)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 80), st.integers(1, 80), st.sampled_from([4, 16, 64, 200]),
+       st.integers(1, 8))
+def test_level_set_counts_match_oracle(seed, h, w, n_levels, erode):
+    """Any level image (hole side 3), and level images of eroded maps (hole side k + 2)."""
+    rng = np.random.default_rng(seed)
+    lvl = _level_image(rng, h, w, n_levels, erode)
+    expected = _components_oracle(lvl, n_levels)
+    assert level_set_counts(lvl, n_levels, erode + 2).tolist() == expected
+    assert level_set_counts(lvl, n_levels).tolist() == expected  # the general bound is always right
+
+
+def test_level_set_counts_of_rings_with_holes():
+    """Eroded annuli: holes appear and close; the components are counted through them."""
+    m = np.zeros((120, 160), np.float32)
+    for (cx, cy), r, v in [((40, 40), 30, 200.0), ((110, 70), 35, 150.0), ((110, 70), 20, 230.0)]:
+        cv2.circle(m, (cx, cy), r, v, 12)
+    m = cv2.GaussianBlur(m, (0, 0), 2.0)
+    lvl = np.where(m > 3, np.clip((255 - m) // 4, 0, 63), ABSENT).astype(np.uint8)
+    lvl = cv2.dilate(lvl, np.ones((6, 6), np.uint8))
+    counts = level_set_counts(lvl, 64, 8)
+    assert counts.tolist() == _components_oracle(lvl, 64)
+    assert (np.array(_euler_oracle(lvl, 64)) < counts).any()  # there really were holes
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.integers(1, 60))
+def test_compact_index_keeps_components(seed, h, w):
+    rng = np.random.default_rng(seed)
+    lvl = _level_image(rng, h, w, 16, 1)
+    lvl[:, rng.random(w) < 0.4] = ABSENT  # empty columns and rows, alone and in runs
+    lvl[rng.random(h) < 0.4] = ABSENT
+    idx = compact_index(np.less(lvl, 16).view(np.uint8))
+    if idx is None:
+        assert not (lvl < 16).any()
+        return
+    small = lvl[idx]
+    assert small.size <= lvl.size and _components_oracle(small, 16) == _components_oracle(lvl, 16)
+    assert euler_counts(small, 16).tolist() == euler_counts(lvl, 16).tolist()
 
 
 def _regions_oracle(mask, amap, scale):

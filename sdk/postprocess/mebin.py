@@ -4,12 +4,13 @@ Per map, RoBiS normalises the map into the search range, then for 64 thresholds
 (255, 251, ..., 3) binarises, erodes with a 6×6 box and counts 8-connected components;
 the end of the longest stable run of equal non-zero counts gives the threshold.
 
-The fast path here gives the same counts with one erosion and no full-frame labelings:
+The fast path gives the same counts with one erosion and no per-threshold pass over the map:
 - erosion by a flat element commutes with thresholding and with the (monotone) search-range
-  normalisation, so the map is eroded once (``cv2.erode`` on float32, same anchor and border);
-- every pixel gets the first level index at which it is present; the counts of all levels
-  then come from labelling only the bounding box of the pixels present at that level, and
-  only at levels where new pixels enter (other levels repeat the previous count).
+  normalisation, so the map is eroded once (same element, anchor and border);
+- every pixel gets the first level index at which it is present: for float16 maps through a
+  table over the 65536 float16 values (the level is monotone in the value, so 64 thresholds on
+  the order keys of ``halfkeys`` define it), for float32 maps by normalising the candidates;
+- ``levelsets.level_set_counts`` counts the components of all 64 level sets at once.
 
 Arithmetic follows the map's dtype as RoBiS does: float16 maps (RoBiS' TIFFs) are normalised
 and thresholds mapped back in float16, float32 maps in float32.
@@ -17,12 +18,15 @@ and thresholds mapped back in float16, float32 maps in float32.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from ..errors import InputError
+from . import halfkeys
+from .levelsets import ABSENT, compact_index, level_set_counts
 
 _F16 = np.float16
 _F32 = np.float32
@@ -55,8 +59,13 @@ def work_dtype(map_dtype: np.dtype) -> type:
 
 
 def erode_map(amap: np.ndarray, kernel: int) -> np.ndarray:
-    """Grey-level erosion (min over a kernel×kernel box, OpenCV anchor, border ignored), float32."""
+    """Grey-level erosion (min over a kernel×kernel box, OpenCV anchor, border ignored), float32.
+
+    NaN counts as -inf (below every threshold), as binarising first and eroding then would.
+    """
     m32 = np.ascontiguousarray(amap, dtype=_F32)
+    if np.isnan(m32).any():
+        m32 = np.where(np.isnan(m32), -np.inf, m32).astype(_F32)
     if kernel <= 1:
         return m32
     return cv2.erode(m32, np.ones((kernel, kernel), np.uint8))
@@ -88,104 +97,54 @@ def first_levels(values: np.ndarray, params: MEBinParams) -> np.ndarray:
 
     Values must already exceed the lowest level. Exact in float64 for float32 inputs.
     """
-    first = np.floor((255.0 - values.astype(np.float64)) / params.sample_rate).astype(np.int64) + 1
-    return np.clip(first, 0, params.levels().size - 1, out=first)
+    n = params.levels().size
+    steps = np.clip((255.0 - values.astype(np.float64)) / params.sample_rate, -1.0, n)  # inf: -1
+    first = np.floor(steps).astype(np.int64) + 1
+    return np.clip(first, 0, n - 1, out=first)
 
 
-_CALL_COST = 3000  # pixel-equivalents of one labelling call's fixed cost (measured, 2-core x86)
-
-
-def level_counts_sparse(ys: np.ndarray, xs: np.ndarray, first: np.ndarray, n_levels: int) -> np.ndarray:
-    """8-connected component counts at every level of a nested family of pixel sets.
-
-    Pixel ``(ys[i], xs[i])`` belongs to the sets of levels ``>= first[i]``. Components of the
-    largest set are labelled once. Then one of two exact strategies, whichever touches fewer
-    pixels: per component (a component whose pixels all enter at one level adds 1 from that
-    level on; the others are relabelled on their own bounding box at each of their entry
-    levels but the last) or per level (the set of a level is relabelled on its bounding box at
-    each level where pixels enter; smooth maps with few components favour the first, noisy maps
-    with many multi-level components the second).
-    """
-    counts = np.zeros(n_levels, dtype=np.int64)
-    if ys.size == 0:
-        return counts
-    oy, ox = int(ys.min()), int(xs.min())
-    lvl = np.full((int(ys.max()) - oy + 1, int(xs.max()) - ox + 1), 255, dtype=np.uint8)
-    ly, lx = ys - oy, xs - ox
-    lvl[ly, lx] = first
-    n, labels, boxes, _ = cv2.connectedComponentsWithStats((lvl != 255).view(np.uint8), connectivity=8)
-    comp = labels[ly, lx]
-    # Distinct (component, level) entry events, in component then level order.
-    keys = np.unique(comp.astype(np.int64) * 256 + first)
-    ev_comp, ev_level = keys // 256, keys % 256
-    per_comp = np.bincount(ev_comp, minlength=n)
-    multi = np.flatnonzero(per_comp > 1)
-    box_area = boxes[:, 2].astype(np.int64) * boxes[:, 3]
-    cost_comp = int(((per_comp[multi] - 1) * (box_area[multi] + _CALL_COST)).sum())
-    order = np.argsort(first, kind="stable")
-    f_sorted = first[order]
-    ends = np.searchsorted(f_sorted, np.arange(n_levels), side="right")
-    changed = np.flatnonzero(np.diff(np.r_[0, ends]) > 0)
-    sy, sx = ly[order], lx[order]
-    if multi.size and cost_comp > changed.size * _CALL_COST + _level_area(sy, sx, ends, changed):
-        return _counts_per_level(lvl, sy, sx, ends, changed, n_levels)
-    lo_level = np.full(n, 255, dtype=np.int64)
-    np.minimum.at(lo_level, ev_comp, ev_level)
-    delta = np.bincount(lo_level[1:], minlength=n_levels)[:n_levels].astype(np.int64)  # births
-    if multi.size:
-        bounds = np.searchsorted(ev_comp, np.r_[multi, multi + 1])
-        for c, a, b in zip(multi, bounds[:multi.size], bounds[multi.size:]):
-            x, y, w, h = boxes[c, :4]
-            own = labels[y:y + h, x:x + w] == c
-            sub = lvl[y:y + h, x:x + w]
-            prev = 1  # the birth already counted at the component's first level
-            for j in ev_level[a:b - 1]:
-                cur = cv2.connectedComponents((own & (sub <= j)).view(np.uint8), connectivity=8)[0] - 1
-                delta[j] += cur - prev
-                prev = cur
-            delta[ev_level[b - 1]] += 1 - prev  # whole at its last entry level: one component
-    return np.cumsum(delta)
-
-
-def _cumulative_boxes(ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, ...]:
-    return (np.minimum.accumulate(ys), np.maximum.accumulate(ys),
-            np.minimum.accumulate(xs), np.maximum.accumulate(xs))
-
-
-def _level_area(ys: np.ndarray, xs: np.ndarray, ends: np.ndarray, changed: np.ndarray) -> int:
-    """Pixels the per-level strategy would label (bounding box of each changed level's set)."""
-    y0, y1, x0, x1 = _cumulative_boxes(ys, xs)
-    k = ends[changed] - 1
-    return int(((y1[k] - y0[k] + 1).astype(np.int64) * (x1[k] - x0[k] + 1)).sum())
-
-
-def _counts_per_level(lvl: np.ndarray, ys: np.ndarray, xs: np.ndarray, ends: np.ndarray,
-                      changed: np.ndarray, n_levels: int) -> np.ndarray:
-    """Label the set of each level where pixels enter, on its bounding box; repeat otherwise."""
-    y0, y1, x0, x1 = _cumulative_boxes(ys, xs)
-    counts = np.zeros(n_levels, dtype=np.int64)
-    for j in changed:
-        k = ends[j] - 1
-        crop = lvl[y0[k]:y1[k] + 1, x0[k]:x1[k] + 1] <= j
-        counts[j] = cv2.connectedComponents(crop.view(np.uint8), connectivity=8)[0] - 1
-    return _fill_forward(counts, changed)
-
-
-def _fill_forward(counts: np.ndarray, changed: np.ndarray) -> np.ndarray:
-    """Levels where nothing enters keep the previous level's count."""
-    idx = np.zeros(counts.size, dtype=np.int64)
-    idx[changed] = changed
-    np.maximum.accumulate(idx, out=idx)
-    out = counts[idx]
-    out[:changed[0]] = 0
-    return out
+def level_image(eroded_norm: np.ndarray, params: MEBinParams) -> np.ndarray:
+    """uint8 level image of a normalised eroded map: first level of each pixel, ABSENT if never."""
+    v = np.asarray(eroded_norm, dtype=_F32)
+    lvl = np.full(v.shape, ABSENT, np.uint8)
+    present = v > params.levels()[-1]
+    lvl[present] = first_levels(v[present], params)
+    return lvl
 
 
 def level_counts(eroded_norm: np.ndarray, params: MEBinParams) -> np.ndarray:
-    """Component counts (8-connected) of ``eroded_norm > t`` for every sweep threshold t."""
-    levels = params.levels()
-    ys, xs = np.nonzero(eroded_norm > levels[-1])
-    return level_counts_sparse(ys, xs, first_levels(eroded_norm[ys, xs], params), levels.size)
+    """Component counts (8-connected) of ``eroded_norm > t`` for every sweep threshold t.
+
+    ``eroded_norm`` is a normalised map eroded with the ``params.erode_kernel`` box (in either order).
+    """
+    v = np.asarray(eroded_norm, dtype=_F32)
+    idx = compact_index(halfkeys.greater(v, float(params.levels()[-1])))
+    if idx is None:
+        return np.zeros(params.levels().size, np.int64)
+    return level_set_counts(level_image(v[idx], params), params.levels().size, params.erode_kernel + 2)
+
+
+@functools.lru_cache(maxsize=16)
+def _key_table(lo_bits: int, hi_bits: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """For float16 search range bits: per level the smallest order key present at that level, and
+    the level of every key (ABSENT below the lowest level). The level is monotone in the value, so
+    a bisection over keys finds each bound exactly, with RoBiS' float16 normalisation."""
+    lo, hi = (np.uint16(b).view(_F16) for b in (lo_bits, hi_bits))
+    levels = np.arange(255, 0, -sample_rate)
+    start = np.full(levels.size, halfkeys.KEY_NEG_INF, np.int64)
+    stop = np.full(levels.size, halfkeys.KEY_POS_INF + 1, np.int64)  # stop: never present
+    while np.any(start < stop):
+        mid = (start + stop) // 2
+        with np.errstate(invalid="ignore"):
+            above = search_normalise(halfkeys.values_of(mid), lo, hi, _F16) > levels
+        stop = np.where(above, mid, stop)
+        start = np.where(above, start, mid + 1)
+    lut = np.full(1 << 16, ABSENT, np.uint8)
+    lut[start[-1]:] = np.repeat(np.arange(levels.size - 1, -1, -1, dtype=np.uint8),
+                                np.diff(np.r_[start[::-1], 1 << 16]))
+    start.setflags(write=False)
+    lut.setflags(write=False)
+    return start, lut
 
 
 def stable_interval_end(counts: np.ndarray | list[int], min_interval_len: int) -> int | None:
@@ -222,23 +181,55 @@ def mebin_threshold(eroded_map: np.ndarray, min_th, max_th, params: MEBinParams,
     ``eroded_map`` is the map already eroded with :func:`erode_map`. Returns ``None`` as the
     threshold when no stable interval exists (empty MEBin mask) or the search range is empty.
     """
+    if dtype is _F16:
+        return mebin_threshold_keys(halfkeys.to_keys(np.asarray(eroded_map).astype(_F16)), min_th, max_th,
+                                    params)
+    if not _valid_range(min_th, max_th, dtype):
+        return None, np.zeros(params.levels().size, dtype=np.int64)
+    v = np.asarray(eroded_map, dtype=_F32)
+    idx = compact_index(halfkeys.greater(v, float(dtype(min_th))))  # only these can be present
+    counts = (np.zeros(params.levels().size, np.int64) if idx is None
+              else level_counts(search_normalise(v[idx], min_th, max_th, dtype), params))
+    return threshold_from_counts(counts, min_th, max_th, params, dtype), counts
+
+
+def mebin_threshold_keys(eroded_keys: np.ndarray, min_th, max_th,
+                         params: MEBinParams) -> tuple[int | None, np.ndarray]:
+    """:func:`mebin_threshold` of a float16 map given as eroded order keys (``halfkeys.to_keys``)."""
+    n = params.levels().size
+    if not _valid_range(min_th, max_th, _F16):
+        return None, np.zeros(n, dtype=np.int64)
+    lvl = key_level_image(eroded_keys, min_th, max_th, params)
+    counts = np.zeros(n, np.int64) if lvl is None else level_set_counts(lvl, n, params.erode_kernel + 2)
+    return threshold_from_counts(counts, min_th, max_th, params, _F16), counts
+
+
+def key_level_image(eroded_keys: np.ndarray, min_th, max_th, params: MEBinParams) -> np.ndarray | None:
+    """Level image (``levelsets.compact_index`` of the pixels present at the lowest level) of a
+    float16 map given as eroded order keys, for a valid float16 search range; None if empty."""
+    bits = (int(_F16(v).view(np.uint16)) for v in (min_th, max_th))
+    first_key, lut = _key_table(*bits, params.sample_rate)
+    if first_key[-1] > halfkeys.KEY_POS_INF:
+        return None
+    idx = compact_index(halfkeys.greater(eroded_keys, int(first_key[-1]) - 1))
+    return None if idx is None else lut.take(eroded_keys[idx])
+
+
+def _valid_range(min_th, max_th, dtype: type) -> bool:
     if not np.isfinite(float(min_th)) or not np.isfinite(float(max_th)):
         raise InputError(f"MEBin search range must be finite, got [{min_th}, {max_th}]")
-    if not dtype(max_th) > dtype(min_th):
-        # All maps share one maximum: RoBiS would divide by zero. No search is possible.
-        return None, np.zeros(params.levels().size, dtype=np.int64)
-    # Only pixels above min_th can be non-zero after normalisation: normalise just those.
-    flat = eroded_map.reshape(-1)
-    cand = np.flatnonzero(flat > _F32(dtype(min_th)))
-    norm = search_normalise(flat[cand], min_th, max_th, dtype)
-    keep = norm > params.levels()[-1]
-    ys, xs = np.divmod(cand[keep], eroded_map.shape[1])
-    counts = level_counts_sparse(ys, xs, first_levels(norm[keep], params), params.levels().size)
+    # All maps share one maximum: RoBiS would divide by zero. No search is possible.
+    return bool(dtype(max_th) > dtype(min_th))
+
+
+def threshold_from_counts(counts: np.ndarray, min_th, max_th, params: MEBinParams,
+                          dtype: type) -> int | None:
+    """RoBiS' threshold in map units from the level counts (stable-interval end, mapped in ``dtype``)."""
     idx = stable_interval_end(counts, params.min_interval_len)
     if idx is None:
-        return None, counts
+        return None
     t = int(255 - idx * params.sample_rate)
     lo = dtype(min_th)
     rng = dtype(max_th) - lo
     # Same scalar arithmetic as RoBiS: a Python int times a `dtype` scalar stays in `dtype`.
-    return int(t * rng / 255 + lo), counts
+    return int(t * rng / 255 + lo)

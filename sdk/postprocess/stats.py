@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import asdict, dataclass
 
+import cv2
 import numpy as np
 
 from ..errors import CalibrationError, InputError
@@ -70,11 +71,53 @@ class BinStats:
         all pixels of all maps (maps of different sizes are concatenated)."""
         if not maps:
             raise InputError("no maps to compute binarisation statistics from")
-        maxima = [np.max(m) for m in maps]
-        flat = np.concatenate([np.asarray(m).reshape(-1) for m in maps], dtype=np.float32)
-        flat /= np.float32(255.0)
-        return cls(float(min(maxima)), float(max(maxima)), float(flat.mean()), float(flat.std()),
-                   len(maps))
+        maxima = [map_max(m) for m in maps]
+        mean, std = pooled_mean_std(maps)
+        return cls(float(min(maxima)), float(max(maxima)), mean, std, len(maps))
+
+
+def map_max(m: np.ndarray) -> np.floating:
+    """``np.max(m)`` (NaN if any), fast for float16 maps without negative values or NaN."""
+    m = np.asarray(m)
+    if m.dtype == np.float16 and m.ndim == 2 and m.size >= 16 and m.flags.c_contiguous:
+        top = cv2.minMaxLoc(m.view(np.uint16))[1]
+        if top <= 0x7C00:  # no sign bit, no NaN: the bits are ordered like the values
+            return np.uint16(top).view(np.float16)
+    return np.max(m)
+
+
+def pooled_mean_std(maps: list[np.ndarray]) -> tuple[float, float]:
+    """RoBiS' ``stack = np.array(maps).astype(np.float32) / 255.0; stack.mean(), stack.std()``,
+    bit for bit (numpy's own pairwise sums over the whole pooled array, as in ``np.std``), but
+    converting each map once into one buffer and squaring in place."""
+    sizes = [int(np.asarray(m).size) for m in maps]
+    buf = np.empty(sum(sizes), np.float32)
+    at = 0
+    for m, n in zip(maps, sizes):
+        part = buf[at:at + n]
+        m = np.asarray(m)
+        if m.dtype == np.float16 and m.ndim == 2 and m.flags.c_contiguous and n >= 16:
+            # OpenCV's float16 conversion (exact; -0 becomes +0, which sums alike) into the buffer
+            out = cv2.add(m, 0.0, dst=part.reshape(m.shape), dtype=cv2.CV_32F)
+            if not np.shares_memory(out, buf):
+                part[:] = out.reshape(-1)
+        else:
+            part[:] = m.reshape(-1)
+        np.divide(part, np.float32(255.0), out=part)
+        at += n
+    count = np.intp(buf.size)
+    mean = buf.mean(keepdims=True)
+    # numpy's _var: subtract the (keepdims) mean, square, sum, divide by the count in float64.
+    # The elementwise steps go map by map (while the part is in cache); the sum over everything.
+    at = 0
+    for n in sizes:
+        part = buf[at:at + n]
+        np.subtract(part, mean, out=part)
+        np.square(part, out=part)
+        at += n
+    var = np.add.reduce(buf)
+    var = var.dtype.type(var / count)
+    return float(mean[0]), float(var.dtype.type(np.sqrt(var)))
 
 
 @dataclass(frozen=True)
