@@ -344,7 +344,7 @@ class Inspector:
                                  n_defective: int | None = None, progress: bool = False,
                                  n_reference: int = DEFAULT_TILES) -> tuple[Calibration, list[np.ndarray]]:
         """``calibrate`` plus ``n_reference`` tiles of these images for the TensorRT parity gate
-        (``sdk.reference.choose_tiles``: the top half by score, the rest spread down to the lowest)."""
+        (``sdk.engines.reference.choose_tiles``: the top half by score, the rest spread down to the lowest)."""
         images = list(images)
         colors = list(colors) if colors is not None else [None] * len(images)
         raws, merged_maps, norm, _ = self._batch_merge(images, colors, progress)
