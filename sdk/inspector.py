@@ -343,8 +343,9 @@ class Inspector:
                                  colors: Sequence[str | None] | None = None, source: str = "",
                                  n_defective: int | None = None, progress: bool = False,
                                  n_reference: int = DEFAULT_TILES) -> tuple[Calibration, list[np.ndarray]]:
-        """``calibrate`` plus ``n_reference`` tiles of these images for the TensorRT parity gate
-        (``sdk.engines.reference.choose_tiles``: the top half by score, the rest spread down to the lowest)."""
+        """``calibrate`` plus ``n_reference`` tiles of these images for the parity gate
+        (``sdk.engines.reference.choose_tiles``: the top half by score, the rest spread down to the
+        lowest)."""
         images = list(images)
         colors = list(colors) if colors is not None else [None] * len(images)
         raws, merged_maps, norm, _ = self._batch_merge(images, colors, progress)

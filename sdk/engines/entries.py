@@ -43,15 +43,20 @@ def rebuild_command(bundle, precision: str = "fp16", target: str = "tensorrt") -
     return f"robis-edge build --bundle {bundle.root} --precision {precision}"
 
 
+def _onnx_changed(entry: EngineEntry, files: dict[str, str]) -> list[str]:
+    """The refusal of an engine whose ONNX file changed since it was built (empty when unchanged)."""
+    current = files.get(entry.onnx_file)
+    if current == entry.onnx_sha256:
+        return []
+    return [f"its ONNX file {entry.onnx_file} changed since the build (sha256 {str(current)[:12]}… now, "
+            f"{entry.onnx_sha256[:12]}… then)"]
+
+
 def engine_mismatches(entry: EngineEntry, bundle, tensorrt_version: str | None,
                       gpu_name: str | None, compute_capability: str | None) -> list[str]:
     """Why ``entry`` cannot run here (empty when it can)."""
-    why = []
     files = bundle.files
-    current = files.get(entry.onnx_file)
-    if current != entry.onnx_sha256:
-        why.append(f"its ONNX file {entry.onnx_file} changed since the build (sha256 "
-                   f"{str(current)[:12]}… now, {entry.onnx_sha256[:12]}… then)")
+    why = _onnx_changed(entry, files)
     if entry.file not in files:
         why.append(f"the engine file {entry.file} is not listed under 'files' with its sha256")
     if tensorrt_version is None:
@@ -120,12 +125,8 @@ class OpenvinoHost:
 
 def openvino_mismatches(entry: EngineEntry, bundle, host: OpenvinoHost) -> list[str]:
     """Why the OpenVINO engine ``entry`` cannot run on ``host`` (empty when it can)."""
-    why = []
     files = bundle.files
-    current = files.get(entry.onnx_file)
-    if current != entry.onnx_sha256:
-        why.append(f"its ONNX file {entry.onnx_file} changed since the build (sha256 "
-                   f"{str(current)[:12]}… now, {entry.onnx_sha256[:12]}… then)")
+    why = _onnx_changed(entry, files)
     for rel in (entry.file, entry.weights_file):
         if rel and rel not in files:
             why.append(f"the engine file {rel} is not listed under 'files' with its sha256")
