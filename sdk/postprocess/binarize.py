@@ -150,8 +150,8 @@ def binarize_batch(maps: list[np.ndarray], cfg: BinarizeConfig, stats: BinStats 
     """Coarse masks of a set of maps: the one batch code path (``binarize`` command, Inspector).
 
     ``stats`` None: batch scope, :func:`batch_statistics` over ``maps``; otherwise those statistics
-    (e.g. calibrated). ``on_result(index, result, ms)`` is called as each map is done, e.g. to
-    write it while the next one is computed.
+    (e.g. calibrated). ``on_result(index, result, ms)`` is called as each map is done (e.g. to
+    write it out), ``ms`` being the time of that map alone.
     """
     prepared = [as_map(m, cfg.precision) for m in maps]
     if stats is None and cfg.needs_stats:
