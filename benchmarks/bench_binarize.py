@@ -174,7 +174,7 @@ def run_cli(paths: list[Path], out: Path, precision: str, copies: int = 1) -> tu
            "--precision", precision]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    subprocess.run(cmd, check=True, env=env, capture_output=True, cwd=out.parent)  # not REPO's cwd
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
