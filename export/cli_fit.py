@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``fit`` to the top-level parser."""
     p = sub.add_parser(
         "fit", help="train INP-Former on defect-free images as RoBiS does (needs the export extra)",
-        description="Trains INP-Former as RoBiS does (docs/reference-pipeline.md, 'Training'): frozen "
+        description="Trains INP-Former as RoBiS does (docs/cli.md, 'robis-edge fit'): frozen "
         "DINOv2-reg encoder, Swin-Cropping tiles of the training images, exposure+noise augmentation on "
         "half the samples, hard-mining cosine loss + 0.2·gather loss, StableAdamW, warm-up + cosine "
         "schedule. Saves torch.save(state_dict) with the upstream key layout (export it with "

@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="freeze streaming statistics of a folder of images into a bundle",
                        description="Runs the bundle over a folder of images and stores the calibrated "
                        "statistics (tile normalisation min/max, MEBin search range, mean/std for "
-                       "mean+3std; docs/reference-pipeline.md, 'Calibration statistics') in "
+                       "mean+3std; docs/bundle.md, 'calibration') in "
                        "bundle.json. The statistics are RoBiS' "
                        "batch statistics over exactly these images: to reproduce RoBiS' numbers on a "
                        "split, pass that split's folder. Include defective parts (--defective): with "

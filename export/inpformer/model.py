@@ -6,7 +6,7 @@ transformation (:mod:`export.inpformer.checkpoint`): ``encoder.pos_embed`` is re
 load, to the tile size S and kept as a constant buffer. Only encoder blocks 0..max(target_layers)
 exist here.
 
-Numerics (docs/reference-pipeline.md, "The INP-Former model"): explicit softmax attention with q
+Numerics, as the upstream INP-Former computes them: explicit softmax attention with q
 scaled before the matmul, LayerNorm eps 1e-6 (encoder) / 1e-8 (INP blocks), exact GELU, decoder attention with
 L2-normalised q/k and ReLU (no softmax, no residual), and an fp32 anomaly head computing cosine as
 normalise-then-dot.
