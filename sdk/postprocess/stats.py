@@ -217,6 +217,6 @@ def calibration_warnings(cal: Calibration, min_images: int, has_defective: bool)
         out.append("the model's raw scores are constant over the set: normalisation is degenerate")
     if not has_defective:
         out.append("no defective images given (--defective): with good parts only the MEBin range "
-                   "collapses and thresholds shift (every map then peaks alike, so the MEBin search range is narrow)")
+                   "collapses and thresholds shift (every good map peaks alike)")
     return out
 
