@@ -107,7 +107,13 @@ RUN groupadd --gid 10001 robis \
 
 ENV PATH=/opt/robis-edge/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    NUMBA_CACHE_DIR=/opt/robis-edge/numba-cache
+
+# Binarisation's component counting is compiled by numba on first use; compiled here once, into a cache
+# the user robis owns (numba compiles again, into the same cache, on a CPU other than the build host's).
+RUN /opt/robis-edge/bin/python -c "from sdk.postprocess.levelsets import compile_counts; compile_counts()" \
+    && chown -R robis:robis /opt/robis-edge/numba-cache
 
 USER 10001
 WORKDIR /home/robis

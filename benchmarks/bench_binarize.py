@@ -126,7 +126,7 @@ def run_pieces(maps, cfg: BinarizeConfig, clock: dict[str, float]):
         t2 = time.perf_counter()
         counts = np.zeros(p.levels().size, np.int64)
         if lvl is not None:
-            counts = level_set_counts(lvl, p.levels().size, p.erode_kernel + 2)
+            counts = level_set_counts(lvl, p.levels().size)
         thr = None if not valid else threshold_from_counts(counts, stats.mebin_min_th, stats.mebin_max_th, p,
                                                            np.float16)
         t3 = time.perf_counter()

@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..timing import ms_since, progress_bar
 from ..vocabulary import BINARIZE_METHODS, BINARIZE_PRECISIONS
 from . import halfkeys
+from .levelsets import compile_counts
 from .mebin import MEBinParams, erode_map, mebin_threshold, mebin_threshold_keys
 from .stats import BinStats
 
@@ -94,6 +95,8 @@ class Binarizer:
         k = cfg.mebin.erode_kernel
         self._kernel = np.ones((k, k), np.uint8) if k > 1 else None
         self._meanstd = stats.meanstd_threshold(cfg.meanstd_k) if cfg.method in _MEANSTD else None
+        if cfg.method in _MEBIN:
+            compile_counts()  # compiled or loaded once per process, not during the first map
 
     def __call__(self, amap: np.ndarray) -> Binarized:
         cfg = self.cfg

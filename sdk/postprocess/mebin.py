@@ -121,7 +121,7 @@ def level_counts(eroded_norm: np.ndarray, params: MEBinParams) -> np.ndarray:
     idx = compact_index(halfkeys.greater(v, float(params.levels()[-1])))
     if idx is None:
         return np.zeros(params.levels().size, np.int64)
-    return level_set_counts(level_image(v[idx], params), params.levels().size, params.erode_kernel + 2)
+    return level_set_counts(level_image(v[idx], params), params.levels().size)
 
 
 @functools.lru_cache(maxsize=16)
@@ -200,7 +200,7 @@ def mebin_threshold_keys(eroded_keys: np.ndarray, min_th, max_th,
     if not _valid_range(min_th, max_th, _F16):
         return None, np.zeros(n, dtype=np.int64)
     lvl = key_level_image(eroded_keys, min_th, max_th, params)
-    counts = np.zeros(n, np.int64) if lvl is None else level_set_counts(lvl, n, params.erode_kernel + 2)
+    counts = np.zeros(n, np.int64) if lvl is None else level_set_counts(lvl, n)
     return threshold_from_counts(counts, min_th, max_th, params, _F16), counts
 
 
