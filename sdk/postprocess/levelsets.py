@@ -1,10 +1,10 @@
 """Counts of 8-connected components of nested level sets, for every level at once.
 
 A *level image* gives each pixel the first level at which it is present (0..n-1; ABSENT or any
-value >= n: never); the set of level ``j`` is ``{lvl <= j}``. One pass adds the pixels in order of
-their level to a union-find forest (disjoint sets): the number of components at level j is the
-number of pixels present at j minus the merges made among them. The time is linear in the pixels,
-however the components are spread over the levels.
+value >= n: never); the set of level ``j`` is ``{lvl <= j}``. The pixels enter a union-find forest
+(disjoint sets) in order of their level: the number of components at level j is the number of
+pixels present at j minus the merges made among them. The time is linear in the pixels, however
+the components are spread over the levels.
 
 The pass is compiled by numba on first use and cached on disk (:func:`compile_counts` does it
 ahead of the first map, e.g. when a service starts).
@@ -63,56 +63,72 @@ def _find(parent, p):
 
 @_jit
 def _count_pass(lvl, n_levels, groups):
-    """Components of ``{lvl <= j}`` for j < n_levels (see the module's docstring)."""
+    """Components of ``{lvl <= j}`` for j < n_levels (see the module's docstring).
+
+    Pixels enter by level, and within a level in raster order. Which neighbours a pixel finds
+    present when it enters is known beforehand (a lower level, or the same level earlier in raster
+    order), so one raster pass settles every pixel with one group of such neighbours or none: it
+    starts a component or joins that group's (linked to the neighbour's parent, which keeps the
+    trees flat). Only pixels between two or more groups go through the union-find, by level.
+    """
     h, w = lvl.shape
-    ww = w + 2  # a border of absent pixels: no bounds checks
-    present = np.zeros((h + 2) * ww, np.uint8)
-    parent = np.empty((h + 2) * ww, np.int32)
-    starts = np.zeros(n_levels + 1, np.int64)  # pixels sorted by level (counting sort, raster order)
+    ww = w + 2  # a border of absent pixels: every pixel has 8 neighbours in the buffer
+    img = np.full((h + 2) * ww, 255, np.uint8)
     for y in range(h):
+        row = img[(y + 1) * ww + 1:(y + 1) * ww + 1 + w]
         for x in range(w):
-            if lvl[y, x] < n_levels:
-                starts[lvl[y, x] + 1] += 1
-    starts = np.cumsum(starts)
-    order = np.empty(starts[-1], np.int64)
-    fill = starts[:-1].copy()
-    for y in range(h):
-        for x in range(w):
-            v = lvl[y, x]
-            if v < n_levels:
-                order[fill[v]] = (y + 1) * ww + x + 1
-                fill[v] += 1
+            row[x] = lvl[y, x] if lvl[y, x] < n_levels else 255
+    n = img.size - 2 * ww - 2  # buffer positions ww + 1 ... that have all 8 neighbours
+    v_, n_, ne, e_ = img[ww + 1:ww + 1 + n], img[1:1 + n], img[2:2 + n], img[ww + 2:ww + 2 + n]
+    se, s_, sw, w_, nw = img[2 * ww + 2:], img[2 * ww + 1:], img[2 * ww:], img[ww:], img[:n]
+    before = np.empty(n, np.uint8)  # bit i: neighbour i (N, NE, E, SE, S, SW, W, NW) entered earlier
+    for i in range(n):
+        v = v_[i]
+        before[i] = (np.uint8(n_[i] <= v) | (np.uint8(ne[i] <= v) << 1) | (np.uint8(e_[i] < v) << 2)
+                     | (np.uint8(se[i] < v) << 3) | (np.uint8(s_[i] < v) << 4) | (np.uint8(sw[i] < v) << 5)
+                     | (np.uint8(w_[i] <= v) << 6) | (np.uint8(nw[i] <= v) << 7))
     step = np.array([-ww, -ww + 1, 1, ww + 1, ww, ww - 1, -1, -ww - 1], np.int64)
+    parent = np.empty(img.size, np.int32)
     change = np.zeros(n_levels, np.int64)
+    starts = np.zeros(n_levels + 1, np.int64)  # pixels between groups, counted by level
+    for i in range(n):
+        v = v_[i]
+        if v == 255:
+            continue
+        p = i + ww + 1
+        k = groups[before[i], 0]
+        if k == 0:
+            parent[p] = p
+            change[v] += 1
+            continue
+        q = p + step[groups[before[i], 1]]
+        parent[p] = parent[q] if q < p else q  # q < p: settled already
+        if k > 1:
+            starts[v + 1] += 1
+    starts = np.cumsum(starts)
+    todo = np.empty(starts[-1], np.int64)  # (position << 8) | neighbour bits, by level
+    fill = starts[:-1].copy()
+    for i in range(n):
+        v = v_[i]
+        if v != 255 and groups[before[i], 0] > 1:
+            todo[fill[v]] = ((i + ww + 1) << 8) | before[i]
+            fill[v] += 1
     for v in range(n_levels):
-        d = 0
-        for i in range(starts[v], starts[v + 1]):
-            p = order[i]
-            m = (present[p - ww] | (present[p - ww + 1] << 1) | (present[p + 1] << 2)
-                 | (present[p + ww + 1] << 3) | (present[p + ww] << 4) | (present[p + ww - 1] << 5)
-                 | (present[p - 1] << 6) | (present[p - ww - 1] << 7))
-            present[p] = 1
-            k = groups[m, 0]
-            if k == 0:  # a new component
-                parent[p] = p
-                d += 1
-                continue
-            parent[p] = p + step[groups[m, 1]]  # joins its neighbours' component
-            if k == 1:
-                continue
+        merges = 0
+        for t in todo[starts[v]:starts[v + 1]]:
+            p, m = t >> 8, t & 255
             root = _find(parent, p)
-            for r in range(2, k + 1):  # the other groups: a merge each when in another component
+            for r in range(2, groups[m, 0] + 1):
                 other = _find(parent, p + step[groups[m, r]])
                 if other != root:
-                    d -= 1
+                    merges += 1
                     if other < root:
                         parent[root] = other
                         root = other
                     else:
                         parent[other] = root
-        change[v] = d
+        change[v] -= merges
     return np.cumsum(change)
-
 
 
 def level_set_counts(lvl: np.ndarray, n_levels: int) -> np.ndarray:
