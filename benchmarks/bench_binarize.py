@@ -12,10 +12,10 @@ For each split, interleaved over ``--repeat`` rounds and single-threaded:
   reference pipeline describes) reading the TIFF files as the class does;
 - oracle: the same on maps already in memory;
 - ``binarize_batch``: mean and p50/p99 per map (best of the rounds for each map), and its pieces;
-- the command: ``robis-edge binarize`` (subprocesses) on a folder holding the split's files 4
+- the command: ``robis-edge binarize`` (subprocesses) on a folder holding the split's files 8
   times and on one holding them once; marginal time per map = the difference of their best
-  (median) runs / the 3 × n extra maps (start-up and imports cancel out); also its CPU time (all
-  threads), and ``binarize_batch`` on the same 4 × n maps (a bigger working set than n maps).
+  (median) runs / the 7 × n extra maps (start-up and imports cancel out); also its CPU time (all
+  threads), and ``binarize_batch`` on the same 8 × n maps (a bigger working set than n maps).
 
 Masks, thresholds and statistics are checked identical to the oracle before anything is reported.
 
@@ -56,7 +56,7 @@ from sdk.postprocess.stats import BinStats  # noqa: E402
 GOLDEN = REPO.parent / "shared" / "golden" / "post" / "binarize" / "maps"
 PIECES = ("batch stats", "erosion", "level image", "level counts", "final masks")
 SPLITS = ("golden", "heldout", "noise", "dense")
-CLI_COPIES = 4  # the command's marginal time: a split of 4 copies of the maps vs one copy
+CLI_COPIES = 8  # the command's marginal time: a split of 8 copies of the maps vs one copy
 
 
 def read_maps(paths: list[Path]) -> list[np.ndarray]:

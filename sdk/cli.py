@@ -100,7 +100,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
 
     from .bundle import Bundle
     from .errors import InputError
-    from .imageio import MAP_EXTS, find_files, output_names, read_map, write_png
+    from .imageio import MAP_EXTS, MASK_PNG, find_files, output_names, read_map, write_png
     from .postprocess.binarize import BinarizeConfig, as_map, batch_statistics, binarize_batch
     from .timing import progress_bar
 
@@ -123,9 +123,9 @@ def cmd_binarize(args: argparse.Namespace) -> int:
     if args.scope == "calibrated" and cfg.needs_stats and (bundle is None or bundle.calibration is None):
         raise InputError("--scope calibrated needs --bundle with a calibration")
     thresholds, per_map = {}, []
-    # Files are read on worker threads (their disk waits overlap); OpenCV's own threads would only
-    # add waits on maps this small. Masks are written as they come: on a busy 2-core machine,
-    # writing them on worker threads too cost more (contention) than the disk waits it hid.
+    # Files are read on worker threads (their disk waits and tifffile's decoding overlap); OpenCV's
+    # own threads would only add waits on maps this small. Masks are encoded and written on one
+    # writer thread while the next map is binarised (PNG encoding and file writes release the GIL).
     cv2.setNumThreads(1)
     with ThreadPoolExecutor(max_workers=4) as pool:
         maps = list(progress_bar(pool.map(lambda f: as_map(read_map(f), cfg.precision), files), len(files),
@@ -139,18 +139,24 @@ def cmd_binarize(args: argparse.Namespace) -> int:
         stats = bundle.calibration.bins
     t_stats = time.perf_counter()
     names = output_names([f.relative_to(args.maps) for f in files])  # x.tif + x.npy: two masks
-    t_write = [0.0]
 
-    def done(i: int, b, ms: float) -> None:
-        per_map.append(ms)
-        rel = files[i].relative_to(args.maps)
+    def write(path: Path, mask) -> float:
         t0 = time.perf_counter()
-        write_png(args.out / names[rel], b.mask)
-        t_write[0] += time.perf_counter() - t0
-        thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
-                                      "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
+        write_png(path, mask, MASK_PNG)
+        return time.perf_counter() - t0
 
-    binarize_batch(maps, cfg, stats, on_result=done, progress=True)
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        written = []
+
+        def done(i: int, b, ms: float) -> None:
+            per_map.append(ms)
+            rel = files[i].relative_to(args.maps)
+            written.append(writer.submit(write, args.out / names[rel], b.mask))
+            thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
+                                          "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
+
+        binarize_batch(maps, cfg, stats, on_result=done, progress=True)
+        t_write = sum(f.result() for f in written)  # raises the first failed write
     t_end = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     stats_json = None if stats is None else {
@@ -164,7 +170,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
                               "statistics": round((t_stats - t_read) * 1000, 2),
                               "binarize_per_map": _summary_stats(per_map),
                               "binarize_total": round(sum(per_map), 2),
-                              "write": round(t_write[0] * 1000, 2),
+                              "write": round(t_write * 1000, 2),
                               "total": round((t_end - t_start) * 1000, 2)},
                "empty_masks": sum(1 for v in thresholds.values() if v["mebin"] is None)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
