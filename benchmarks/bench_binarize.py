@@ -50,11 +50,11 @@ from oracles import binarize_batch_oracle, noise_maps, robis_style_maps  # noqa:
 from sdk.postprocess import halfkeys  # noqa: E402
 from sdk.postprocess.binarize import BinarizeConfig, as_map, binarize_batch  # noqa: E402
 from sdk.postprocess.levelsets import level_set_counts  # noqa: E402
-from sdk.postprocess.mebin import key_level_image, threshold_from_counts  # noqa: E402
+from sdk.postprocess.mebin import key_candidates, threshold_from_counts  # noqa: E402
 from sdk.postprocess.stats import BinStats  # noqa: E402
 
 GOLDEN = REPO.parent / "shared" / "golden" / "post" / "binarize" / "maps"
-PIECES = ("batch stats", "erosion", "level image", "level counts", "final masks")
+PIECES = ("batch stats", "erosion", "candidates", "level counts", "final masks")
 SPLITS = ("golden", "heldout", "noise", "dense")
 CLI_COPIES = 8  # the command's marginal time: a split of 8 copies of the maps vs one copy
 
@@ -122,11 +122,11 @@ def run_pieces(maps, cfg: BinarizeConfig, clock: dict[str, float]):
         t0 = time.perf_counter()
         eroded = cv2.erode(halfkeys.to_keys(m), kernel)
         t1 = time.perf_counter()
-        lvl = key_level_image(eroded, stats.mebin_min_th, stats.mebin_max_th, p) if valid else None
+        cand = key_candidates(eroded, stats.mebin_min_th, stats.mebin_max_th, p) if valid else None
         t2 = time.perf_counter()
         counts = np.zeros(p.levels().size, np.int64)
-        if lvl is not None:
-            counts = level_set_counts(lvl, p.levels().size)
+        if cand is not None:
+            counts = level_set_counts(cand[0], p.levels().size, cand[1])
         thr = None if not valid else threshold_from_counts(counts, stats.mebin_min_th, stats.mebin_max_th, p,
                                                            np.float16)
         t3 = time.perf_counter()

@@ -96,6 +96,20 @@ def test_level_set_counts_match_oracle(seed, h, w, n_levels, erode):
     assert level_set_counts(lvl, n_levels).tolist() == _components_oracle(lvl, n_levels)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.integers(1, 60), st.sampled_from([1, 16, 64]))
+def test_level_set_counts_through_a_table(seed, h, w, n_levels):
+    """uint16 values read through a level table count like the level image the table makes."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 1 << 16, (h, w)).astype(np.uint16)
+    values[rng.random((h, w)) < 0.3] = 7  # flat stretches
+    lut = rng.integers(0, n_levels + 3, 1 << 16).astype(np.uint8)  # some values never present
+    lut[lut >= n_levels] = ABSENT
+    assert level_set_counts(values, n_levels, lut).tolist() == _components_oracle(lut[values], n_levels)
+    with pytest.raises(ValueError):
+        level_set_counts(values, n_levels, lut[:256])
+
+
 def test_level_set_counts_of_degenerate_images():
     for lvl in (np.full((7, 9), ABSENT, np.uint8), np.zeros((7, 9), np.uint8), np.zeros((1, 1), np.uint8),
                 np.full((1, 40), 3, np.uint8), np.full((40, 1), 3, np.uint8)):

@@ -62,8 +62,8 @@ def _find(parent, p):
 
 
 @_jit
-def _count_pass(lvl, n_levels, groups):
-    """Components of ``{lvl <= j}`` for j < n_levels (see the module's docstring).
+def _count_pass(values, lut, n_levels, groups):
+    """Components of ``{lut[values] <= j}`` for j < n_levels (see the module's docstring).
 
     Pixels enter by level, and within a level in raster order. Which neighbours a pixel finds
     present when it enters is known beforehand (a lower level, or the same level earlier in raster
@@ -71,13 +71,14 @@ def _count_pass(lvl, n_levels, groups):
     starts a component or joins that group's (linked to the neighbour's parent, which keeps the
     trees flat). Only pixels between two or more groups go through the union-find, by level.
     """
-    h, w = lvl.shape
+    h, w = values.shape
     ww = w + 2  # a border of absent pixels: every pixel has 8 neighbours in the buffer
     img = np.full((h + 2) * ww, 255, np.uint8)
     for y in range(h):
         row = img[(y + 1) * ww + 1:(y + 1) * ww + 1 + w]
         for x in range(w):
-            row[x] = lvl[y, x] if lvl[y, x] < n_levels else 255
+            v = lut[values[y, x]]
+            row[x] = v if v < n_levels else 255
     n = img.size - 2 * ww - 2  # buffer positions ww + 1 ... that have all 8 neighbours
     v_, n_, ne, e_ = img[ww + 1:ww + 1 + n], img[1:1 + n], img[2:2 + n], img[ww + 2:ww + 2 + n]
     se, s_, sw, w_, nw = img[2 * ww + 2:], img[2 * ww + 1:], img[2 * ww:], img[ww:], img[:n]
@@ -131,24 +132,35 @@ def _count_pass(lvl, n_levels, groups):
     return np.cumsum(change)
 
 
-def level_set_counts(lvl: np.ndarray, n_levels: int) -> np.ndarray:
+_IDENTITY = np.arange(256, dtype=np.uint8)
+
+
+def level_set_counts(lvl: np.ndarray, n_levels: int, lut: np.ndarray | None = None) -> np.ndarray:
     """Number of 8-connected components of ``{lvl <= j}`` for every level j (int64, length n_levels).
 
-    ``lvl``: uint8 level image; pixels with a value >= n_levels (ABSENT) are never present.
+    ``lvl``: uint8 level image; pixels with a value >= n_levels (ABSENT) are never present. With
+    ``lut`` (uint8, one level per value), ``lvl`` is a uint16 image whose levels are ``lut[lvl]``,
+    read straight from e.g. a map's order keys, with no level image in between.
     """
     if not 1 <= n_levels <= 255:
         raise ValueError(f"n_levels must be in 1..255, got {n_levels}")
-    lvl = np.ascontiguousarray(lvl, np.uint8)
+    if lut is None:
+        lvl, lut = np.ascontiguousarray(lvl, np.uint8), _IDENTITY
+    else:
+        lvl, lut = np.ascontiguousarray(lvl, np.uint16), np.ascontiguousarray(lut, np.uint8)
+        if lut.shape != (1 << 16,):
+            raise ValueError(f"a level table has one entry per uint16 value, got shape {lut.shape}")
     if lvl.ndim != 2:
         raise ValueError(f"a level image is 2-D, got shape {lvl.shape}")
     if lvl.size == 0:
         return np.zeros(n_levels, np.int64)
-    return _count_pass(lvl, n_levels, _GROUPS)
+    return _count_pass(lvl, lut, n_levels, _GROUPS)
 
 
 def compile_counts() -> None:
     """Compile (or load from the disk cache) the counting pass now rather than on the first map."""
     level_set_counts(np.zeros((1, 1), np.uint8), 1)
+    level_set_counts(np.zeros((1, 1), np.uint16), 1, np.zeros(1 << 16, np.uint8))
 
 
 def compact_index(present: np.ndarray) -> tuple | None:

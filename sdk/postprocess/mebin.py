@@ -10,7 +10,8 @@ The fast path gives the same counts with one erosion and no per-threshold pass o
 - every pixel gets the first level index at which it is present: for float16 maps through a
   table over the 65536 float16 values (the level is monotone in the value, so 64 thresholds on
   the order keys of ``halfkeys`` define it), for float32 maps by normalising the candidates;
-- ``levelsets.level_set_counts`` counts the components of all 64 level sets at once.
+- ``levelsets.level_set_counts`` counts the components of all 64 level sets at once, reading
+  float16 maps' levels through the table as it goes.
 
 Arithmetic follows the map's dtype as RoBiS does: float16 maps (RoBiS' TIFFs) are normalised
 and thresholds mapped back in float16, float32 maps in float32.
@@ -199,20 +200,22 @@ def mebin_threshold_keys(eroded_keys: np.ndarray, min_th, max_th,
     n = params.levels().size
     if not _valid_range(min_th, max_th, _F16):
         return None, np.zeros(n, dtype=np.int64)
-    lvl = key_level_image(eroded_keys, min_th, max_th, params)
-    counts = np.zeros(n, np.int64) if lvl is None else level_set_counts(lvl, n)
+    cand = key_candidates(eroded_keys, min_th, max_th, params)
+    counts = np.zeros(n, np.int64) if cand is None else level_set_counts(cand[0], n, cand[1])
     return threshold_from_counts(counts, min_th, max_th, params, _F16), counts
 
 
-def key_level_image(eroded_keys: np.ndarray, min_th, max_th, params: MEBinParams) -> np.ndarray | None:
-    """Level image (``levelsets.compact_index`` of the pixels present at the lowest level) of a
-    float16 map given as eroded order keys, for a valid float16 search range; None if empty."""
+def key_candidates(eroded_keys: np.ndarray, min_th, max_th,
+                   params: MEBinParams) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(keys, table)``: the eroded order keys of a float16 map around those present at some
+    level (``levelsets.compact_index`` of them) and the level of every key, for
+    ``level_set_counts(keys, n_levels, table)``; None if no key is present. Valid search range only."""
     bits = (int(_F16(v).view(np.uint16)) for v in (min_th, max_th))
     first_key, lut = _key_table(*bits, params.sample_rate)
     if first_key[-1] > halfkeys.KEY_POS_INF:
         return None
     idx = compact_index(halfkeys.greater(eroded_keys, int(first_key[-1]) - 1))
-    return None if idx is None else lut.take(eroded_keys[idx])
+    return None if idx is None else (eroded_keys[idx], lut)
 
 
 def _valid_range(min_th, max_th, dtype: type) -> bool:
