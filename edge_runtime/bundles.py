@@ -32,7 +32,8 @@ def calibration_json(cal) -> dict | None:
 
 
 def load_bundles(specs: list[tuple[str | None, str]], backend: str, threads: int | None,
-                 mask_scale: float | None, refine: str | None = None) -> dict[str, LoadedBundle]:
+                 mask_scale: float | None, refine: str | None = None,
+                 streams: int | None = None) -> dict[str, LoadedBundle]:
     """Each ``(product or None, path)`` loaded with its inspector, by product; the first is the default."""
     from sdk import Bundle, Inspector
 
@@ -45,7 +46,8 @@ def load_bundles(specs: list[tuple[str | None, str]], backend: str, threads: int
                                "--bundle PRODUCT=PATH")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            insp = Inspector(bundle, backend=backend, threads=threads, mask_scale=mask_scale, refine=refine)
+            insp = Inspector(bundle, backend=backend, threads=threads, mask_scale=mask_scale, refine=refine,
+                             streams=streams)
         for w in caught:
             log.warning("bundle %s: %s", name, w.message)
         d = insp.describe()

@@ -11,7 +11,14 @@ import logging
 import sys
 
 from sdk import options as opt
-from sdk.vocabulary import BACKEND_HELP, MQTT_DEFAULT_PREFIX, OPCUA_NAMESPACE, REFINE_MODES, SCENES
+from sdk.vocabulary import (
+    BACKEND_HELP,
+    MQTT_DEFAULT_PREFIX,
+    OPCUA_NAMESPACE,
+    REFINE_MODES,
+    SCENES,
+    STREAMS_HELP,
+)
 
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"  # the camera's PUB (robis-edge camera --output default)
 DEFAULT_OUTPUT = "tcp://127.0.0.1:5556"  # serve's results
@@ -50,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest accepted payload, and largest decoded PNG/JPEG in megapixels (default 128)")
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads per bundle")
+    p.add_argument("--streams", type=opt.positive_int, help=STREAMS_HELP + " (per bundle)")
     p.add_argument("--mask-scale", type=opt.mask_scale,
                    help="scale of the published masks (default: the map scale, 1/4 for RoBiS)")
     p.add_argument("--refine", choices=REFINE_MODES,
@@ -179,6 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         output=args.output, control=args.control, input_mode=args.input_mode,
                         workers=args.workers, queue_size=args.queue_size, policy=args.overload,
                         max_payload_mb=args.max_payload_mb, backend=args.backend, threads=args.threads,
+                        streams=args.streams,
                         mask_scale=args.mask_scale, refine=args.refine, drain_timeout_s=args.drain_timeout,
                         allow_remote=args.allow_remote, record_dir=args.record and str(args.record),
                         record_quota_mb=args.record_quota_mb, record_what=args.record_what,

@@ -35,6 +35,7 @@ class ServiceConfig:
     max_payload_mb: float = 128.0
     backend: str = "auto"
     threads: int | None = None
+    streams: int | None = None  # OpenVINO CPU streams per bundle (openvino backend only)
     mask_scale: float | None = None
     refine: str | None = None  # --refine none|sam|ttt; None: as each bundle says
     drain_timeout_s: float = 30.0

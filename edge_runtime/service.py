@@ -239,7 +239,8 @@ class Service:
 
     def _load_bundles(self) -> None:
         cfg = self.config
-        self.entries = load_bundles(cfg.bundles, cfg.backend, cfg.threads, cfg.mask_scale, cfg.refine)
+        self.entries = load_bundles(cfg.bundles, cfg.backend, cfg.threads, cfg.mask_scale, cfg.refine,
+                                    cfg.streams)
         self.default = next(iter(self.entries))
 
     def stop(self, timeout: float | None = None) -> bool:

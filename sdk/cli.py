@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from . import options as opt
-from .vocabulary import BACKEND_HELP, BINARIZE_METHODS, BINARIZE_PRECISIONS, REFINE_MODES
+from .vocabulary import BACKEND_HELP, BINARIZE_METHODS, BINARIZE_PRECISIONS, REFINE_MODES, STREAMS_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scale of the written masks (default: map scale, "
                    "1/4 for RoBiS; 1.0 = full frame)")
     p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--streams", type=opt.positive_int, help=STREAMS_HELP)
     p.add_argument("--refine", choices=REFINE_MODES,
                    help="mask refinement: none, sam (SAM-Finer) or ttt (TTT4AS; needs the features output) "
                    "(default: as the bundle says)")
@@ -73,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="optional folder of defective images to include")
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--streams", type=opt.positive_int, help=STREAMS_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the statistics, do not write the bundle")
     p.add_argument("--min-images", type=opt.positive_int, default=10,
                    help="warn below this many images (default 10)")
@@ -203,7 +205,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # the scope reason is printed below instead
         warnings.simplefilter("ignore")
         insp = Inspector(args.bundle, backend=args.backend, scope="rolling" if batch else args.scope,
-                         mask_scale=args.mask_scale, threads=args.threads, refine=args.refine)
+                         mask_scale=args.mask_scale, threads=args.threads, refine=args.refine,
+                         streams=args.streams)
     info = insp.describe()
     scope = "batch (statistics over these images)" if batch else f"{insp.scope} ({insp.scope_reason})"
     print(f"bundle {info['bundle']} on {info['backend']}/{info['provider']} ({info['reason']}); "
@@ -279,7 +282,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     loaded = [read_image(f) for f in files + bad]  # an unreadable file stops calibration: say which
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the scope does not matter: calibration is batch statistics
-        insp = Inspector(bundle, backend=args.backend, scope="rolling", threads=args.threads)
+        insp = Inspector(bundle, backend=args.backend, scope="rolling", threads=args.threads,
+                         streams=args.streams)
     source = str(args.images) + (f" + {args.defective}" if args.defective else "")
     cal, ref_tiles = insp.calibrate_with_reference(
         [im for im, _ in loaded], [c for _, c in loaded], source=source,

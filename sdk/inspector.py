@@ -87,11 +87,13 @@ class Inspector:
     def __init__(self, bundle: Bundle | str | Path, backend: str | Backend = "auto", *,
                  scope: str | None = None, rolling_window: int = 64, mask_scale: float | None = None,
                  threads: int | None = None, max_batch: int | None = None,
-                 refine: bool | str | None = None) -> None:
+                 refine: bool | str | None = None, streams: int | None = None) -> None:
         if mask_scale is not None and not (isinstance(mask_scale, (int, float)) and 0 < mask_scale <= 1):
             raise InputError(f"mask_scale must be a number in (0, 1] (1.0 = full frame), got {mask_scale!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be a positive integer, got {threads!r}")
+        if streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
+            raise InputError(f"streams must be a positive integer, got {streams!r}")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.preprocess_spec = self.bundle.preprocess
         self.window, self.overlap = self.bundle.tiling
@@ -100,7 +102,7 @@ class Inspector:
         if isinstance(backend, str):
             self.backend = create_backend(str(self.bundle.model_path), input_size=self.preprocess_spec.size,
                                           map_size=self.map_size, backend=backend, threads=threads,
-                                          max_batch=max_batch, bundle=self.bundle)
+                                          max_batch=max_batch, bundle=self.bundle, streams=streams)
         else:  # a Backend object made by the caller (the engine parity gate, tests)
             self.backend, backend = backend, "auto"
             refine = False if refine is None else refine

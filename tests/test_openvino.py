@@ -34,7 +34,7 @@ from sdk.engines import (  # noqa: E402
 )
 from sdk.engines.gate import TOLERANCES, Tolerance  # noqa: E402
 from sdk.engines.openvino.build import build_openvino_engine, ladder_for  # noqa: E402
-from sdk.errors import BackendError, BundleError  # noqa: E402
+from sdk.errors import BackendError, BundleError, InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo-bundle"  # classical model, calibrated, reference tiles
@@ -156,6 +156,18 @@ def test_concurrent_callers_each_get_their_own_request(inp):
     for t in threads:
         t.join()
     assert all(np.array_equal(got[k], want[k]) for k in range(4))
+
+
+def test_streams_reach_openvino_from_the_inspector_and_the_command(demo, tmp_path, capsys):
+    insp = Inspector(demo, backend="openvino", threads=1, streams=2)
+    assert insp.backend.streams == 2 and "2 stream(s)" in insp.backend.provider
+    with pytest.raises(InputError, match="streams"):
+        Inspector(demo, backend="openvino", streams=0)
+    assert robis_edge(["bench", "--bundle", str(demo.root), "--backend", "openvino", "--streams", "2",
+                       "--threads", "1", "--frames", "1", "--warmup", "0", "--frame-size", "256x256",
+                       "--json", "-"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["config"]["streams"] == 2 and "2 stream(s)" in res["bundle"]["provider"]
 
 
 def test_compiled_model_is_cached_on_disk(demo, tmp_path):

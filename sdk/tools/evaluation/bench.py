@@ -75,7 +75,8 @@ def _stats(values: list[float]) -> dict:
 
 
 def run_bench(bundle, frame_sizes: list[tuple[int, int]], *, backend: str = "auto", frames: int = 30,
-              warmup: int = 3, threads: int | None = None, scope: str | None = None, color: str = "gray",
+              warmup: int = 3, threads: int | None = None, streams: int | None = None,
+              scope: str | None = None, color: str = "gray",
               metrics: bool = False, distinct: int = 4, seed: int = 0, progress: bool = False) -> dict:
     """Time the pipeline on frames of each size, given as (height, width) (``sdk.geometry.parse_frame_size``
     reads ``"WIDTHxHEIGHT"``); returns the JSON-ready result (``format_table`` prints it), whose
@@ -97,7 +98,7 @@ def run_bench(bundle, frame_sizes: list[tuple[int, int]], *, backend: str = "aut
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     if scope is None:
         scope = "calibrated" if b.calibration is not None else "rolling"
-    insp = Inspector(b, backend=backend, scope=scope, threads=threads)
+    insp = Inspector(b, backend=backend, scope=scope, threads=threads, streams=streams)
     desc = insp.describe()
     desc.pop("scope_reason", None)
     results = []
@@ -129,8 +130,9 @@ def run_bench(bundle, frame_sizes: list[tuple[int, int]], *, backend: str = "aut
         plan = insp.plan(h, w)
         results.append({"frame_size": [w, h], "megapixels": round(w * h / 1e6, 2), "tiles": plan.num_tiles,
                         "frames": frames, "fps": round(frames / wall, 3), "latency_ms": stages})
-    return {"bundle": desc, "config": {"frames": frames, "warmup": warmup, "threads": threads, "color": color,
-                                       "scope": scope, "synthetic_frames_per_size": len(imgs)},
+    config = {"frames": frames, "warmup": warmup, "threads": threads, "streams": streams, "color": color,
+              "scope": scope, "synthetic_frames_per_size": len(imgs)}
+    return {"bundle": desc, "config": config,
             "host": host_info(), "results": results,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

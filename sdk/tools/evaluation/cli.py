@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from sdk import options as opt
-from sdk.vocabulary import BACKEND_HELP, DATASET_LAYOUTS, REFINE_MODES, SCOPES
+from sdk.vocabulary import BACKEND_HELP, DATASET_LAYOUTS, REFINE_MODES, SCOPES, STREAMS_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "offline semantics, via Inspector.inspect_batch)")
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--streams", type=opt.positive_int, help=STREAMS_HELP)
     p.add_argument("--refine", choices=REFINE_MODES,
                    help="mask refinement: none, sam (SAM-Finer) or ttt (TTT4AS; needs the features output) "
                    "(default: as the bundle says)")
@@ -70,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=opt.non_negative_int, default=3,
                    help="untimed frames per size first (default 3)")
     p.add_argument("--threads", type=opt.positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--streams", type=opt.positive_int, help=STREAMS_HELP)
     p.add_argument("--scope", choices=("calibrated", "rolling"),
                    help="default: calibrated when the bundle is, else rolling")
     p.add_argument("--color", choices=("gray", "bgr"), default="gray", help="frame format (default gray)")
@@ -90,9 +92,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .report import require_matplotlib
 
         require_matplotlib()  # fail before hours of inference, not after
-    cfg = EvalConfig(scope=args.scope, backend=args.backend, threads=args.threads, fpr_limit=args.fpr_limit,
-                     report=args.report, gallery=args.gallery, save_maps=args.save_maps,
-                     progress=not args.quiet, refine=args.refine)
+    cfg = EvalConfig(scope=args.scope, backend=args.backend, threads=args.threads, streams=args.streams,
+                     fpr_limit=args.fpr_limit, report=args.report, gallery=args.gallery,
+                     save_maps=args.save_maps, progress=not args.quiet, refine=args.refine)
     summary = evaluate(args.dataset, parse_bundle_specs(args.bundle), args.out, layout=args.layout,
                        split=args.split, products=args.products, max_images=args.max_images, config=cfg)
     t = summary["timings_s"]
@@ -116,8 +118,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     sizes = [parse_frame_size(s) for s in args.frame_size]
     res = run_bench(args.bundle, sizes, backend=args.backend, frames=args.frames, warmup=args.warmup,
-                    threads=args.threads, scope=args.scope, color=args.color, metrics=args.metrics,
-                    progress=sys.stderr.isatty())
+                    threads=args.threads, streams=args.streams, scope=args.scope, color=args.color,
+                    metrics=args.metrics, progress=sys.stderr.isatty())
     text = json.dumps(res, indent=2)
     if args.json is not None and str(args.json) == "-":
         print(text)

@@ -21,6 +21,7 @@ class EvalConfig:
     scope: str = "calibrated"
     backend: str = "auto"
     threads: int | None = None
+    streams: int | None = None  # OpenVINO CPU streams (openvino backend only)
     fpr_limit: float = FPR_LIMIT
     report: bool = False
     gallery: int = 8

@@ -69,10 +69,11 @@ def evaluate(dataset: str | Path, bundles: list[BundleSpec] | str | Path, out: s
                 insp = inspectors.get(path)
                 if insp is None:
                     insp = inspectors[path] = Inspector(loaded[path], backend=cfg.backend, scope="calibrated",
-                                                        threads=cfg.threads, refine=cfg.refine)
+                                                        threads=cfg.threads, refine=cfg.refine,
+                                                        streams=cfg.streams)
             else:  # rolling state starts empty for each product; batch needs no calibration
                 insp = Inspector(loaded[path], backend=cfg.backend, scope="rolling", threads=cfg.threads,
-                                 refine=cfg.refine)
+                                 refine=cfg.refine, streams=cfg.streams)
             info = {**insp.describe(), "path": str(path), "scope": cfg.scope}
             info.pop("scope_reason", None)
             if cfg.progress:
