@@ -658,6 +658,35 @@ def test_binstats_from_maps_equals_oracle(seed, n, dtype):
         assert stats.meanstd_threshold() == t_ms
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), dtype=st.sampled_from([np.float16, np.float32]))
+def test_pooled_statistics_of_large_splits_equal_numpy_on_the_pooled_array(seed, n, dtype):
+    """Splits of up to a few hundred thousand pixels: numpy's summation tree straddles the maps."""
+    rng = np.random.default_rng(seed)
+    shapes = [(int(rng.integers(1, 300)), int(rng.integers(1, 300))) for _ in range(n)]
+    if rng.random() < 0.5:
+        shapes = [shapes[0]] * n  # one class split: one shape, as RoBiS stacks them
+    maps = [(rng.random(s) * float(rng.choice([255, 40, 1]))).astype(dtype) for s in shapes]
+    stack = np.concatenate([m.astype(np.float32).ravel() for m in maps]) / np.float32(255.0)
+    stats = BinStats.from_maps(maps)
+    assert stats.ms_mean == float(stack.mean()) and stats.ms_std == float(stack.std())
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 9))
+def test_pooled_sum_walks_numpys_summation_tree(seed, n):
+    from sdk.postprocess.stats import pooled_sum
+
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.choice([0, 1, 7, 8, 9, 127, 128, 129, 8191, 8192, 8193, int(rng.integers(0, 70000))]))
+             for _ in range(n)]
+    scale = np.float32(rng.choice([1e-3, 1, 1e3]))
+    parts = [rng.standard_normal(k).astype(np.float32) * scale for k in sizes]
+    got = pooled_sum(parts, lambda p: p.copy())
+    want = np.add.reduce(np.concatenate(parts)) if sum(sizes) else np.float32(0)
+    assert got.dtype == np.float32 and got.tobytes() == np.float32(want).tobytes()
+
+
 def test_calibration_json_round_trip():
     f32 = np.random.default_rng(0).random(6).astype(np.float32) * np.float32(300)
     f32[:2] = np.sort(f32[:2])  # a calibration's MEBin range is ordered (checked on load)

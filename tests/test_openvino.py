@@ -159,13 +159,12 @@ def test_concurrent_callers_each_get_their_own_request(inp):
 
 
 def test_streams_reach_openvino_from_the_inspector_and_the_command(demo, tmp_path, capsys):
-    insp = Inspector(demo, backend="openvino", threads=1, streams=2)
+    insp = Inspector(demo, backend="openvino", streams=2)  # (one thread would allow one stream only)
     assert insp.backend.streams == 2 and "2 stream(s)" in insp.backend.provider
     with pytest.raises(InputError, match="streams"):
         Inspector(demo, backend="openvino", streams=0)
     assert robis_edge(["bench", "--bundle", str(demo.root), "--backend", "openvino", "--streams", "2",
-                       "--threads", "1", "--frames", "1", "--warmup", "0", "--frame-size", "256x256",
-                       "--json", "-"]) == 0
+                       "--frames", "1", "--warmup", "0", "--frame-size", "256x256", "--json", "-"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["config"]["streams"] == 2 and "2 stream(s)" in res["bundle"]["provider"]
 

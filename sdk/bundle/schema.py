@@ -203,7 +203,7 @@ def read_files(raw: dict, where: str) -> dict[str, str]:
             raise BundleError(f"{where}: files: {rel!r} points outside the bundle (use a relative path "
                               "inside it)")
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-            raise BundleError(f"{where}: files.{rel} must be a sha256 (64 lowercase hex digits), "
+            raise BundleError(f"{where}: files[{rel!r}] must be a sha256 (64 lowercase hex digits), "
                               f"got {digest!r}")
     return dict(files)
 

@@ -88,36 +88,76 @@ def map_max(m: np.ndarray) -> np.floating:
 
 def pooled_mean_std(maps: list[np.ndarray]) -> tuple[float, float]:
     """RoBiS' ``stack = np.array(maps).astype(np.float32) / 255.0; stack.mean(), stack.std()``,
-    bit for bit (numpy's own pairwise sums over the whole pooled array, as in ``np.std``), but
-    converting each map once into one buffer and squaring in place."""
-    sizes = [int(np.asarray(m).size) for m in maps]
-    buf = np.empty(sum(sizes), np.float32)
-    at = 0
-    for m, n in zip(maps, sizes):
-        part = buf[at:at + n]
-        m = np.asarray(m)
-        if m.dtype == np.float16 and m.ndim == 2 and m.flags.c_contiguous and n >= 16:
-            # OpenCV's float16 conversion (exact; -0 becomes +0, which sums alike) into the buffer
-            out = cv2.add(m, 0.0, dst=part.reshape(m.shape), dtype=cv2.CV_32F)
-            if not np.shares_memory(out, buf):
-                part[:] = out.reshape(-1)
-        else:
-            part[:] = m.reshape(-1)
-        np.divide(part, np.float32(255.0), out=part)
-        at += n
-    count = np.intp(buf.size)
-    mean = buf.mean(keepdims=True)
-    # numpy's _var: subtract the (keepdims) mean, square, sum, divide by the count in float64.
-    # The elementwise steps go map by map (while the part is in cache); the sum over everything.
-    at = 0
-    for n in sizes:
-        part = buf[at:at + n]
-        np.subtract(part, mean, out=part)
-        np.square(part, out=part)
-        at += n
-    var = np.add.reduce(buf)
+    bit for bit, without the pooled array (for a large split hundreds of megabytes, and filling it
+    costs more than the sums): :func:`pooled_sum` walks numpy's own summation over the maps."""
+    flat = [np.asarray(m).reshape(-1) for m in maps]
+    count = np.intp(sum(f.size for f in flat))
+    # numpy's _mean: the float32 sum over the pooled array, divided by the count into float32
+    mean = np.array([pooled_sum(flat, _scaled)], np.float32)
+    np.true_divide(mean, count, out=mean, casting="unsafe")
+    # numpy's _var: subtract the mean, square, sum, divide by the count in float64
+    def centred(f: np.ndarray) -> np.ndarray:
+        x = _scaled(f)
+        return np.square(np.subtract(x, mean, out=x), out=x)
+
+    var = pooled_sum(flat, centred)
     var = var.dtype.type(var / count)
     return float(mean[0]), float(var.dtype.type(np.sqrt(var)))
+
+
+def _scaled(flat: np.ndarray) -> np.ndarray:
+    """A map's pixels as RoBiS pools them: ``float32(v) / 255``."""
+    if flat.dtype == np.float16 and flat.size >= 16:
+        out = cv2.add(flat.reshape(1, -1), 0.0, dtype=cv2.CV_32F).reshape(-1)  # exact (-0 becomes +0)
+    else:
+        out = flat.astype(np.float32)
+    return np.divide(out, np.float32(255.0), out=out)
+
+
+_PAIRWISE_LEAF = 128  # numpy's PW_BLOCKSIZE
+
+
+def pooled_sum(parts: list[np.ndarray], values) -> np.float32:
+    """``np.add.reduce(np.concatenate([values(p) for p in parts]))`` in float32, bit for bit,
+    holding one part's values at a time.
+
+    numpy sums a contiguous float32 array pairwise: more than 128 values are split in two, the
+    first half rounded down to a multiple of 8, and the halves' sums added; the sum of a range
+    therefore only depends on its length. Ranges that lie in one part are summed by numpy itself
+    on that part; the few that straddle two parts are split the same way, down to numpy's blocks
+    of at most 128 values, which are gathered and summed by numpy. (Zero signs aside, which the
+    final ``0 +`` of the reduction erases, this is numpy's tree.)
+    """
+    starts = np.cumsum([0] + [p.size for p in parts])
+    total = int(starts[-1])
+    if total == 0:
+        return np.float32(0.0)
+    cache: dict[int, np.ndarray] = {}
+
+    def part_values(k: int) -> np.ndarray:
+        if k not in cache:
+            cache.clear()  # ranges come in order: an earlier part is never needed again
+            cache[k] = values(parts[k])
+        return cache[k]
+
+    def piece(lo: int, n: int) -> np.ndarray:  # pooled values lo .. lo + n, across parts
+        k = int(np.searchsorted(starts, lo, side="right")) - 1
+        out = []
+        while n > 0:
+            take = min(n, int(starts[k + 1]) - lo)
+            out.append(part_values(k)[lo - starts[k]:lo - starts[k] + take])
+            lo, n, k = lo + take, n - take, k + 1
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def tree(lo: int, n: int) -> np.float32:
+        k = int(np.searchsorted(starts, lo, side="right")) - 1
+        if lo + n <= starts[k + 1] or n <= _PAIRWISE_LEAF:
+            return np.add.reduce(piece(lo, n))
+        half = n // 2
+        half -= half % 8
+        return tree(lo, half) + tree(lo + half, n - half)
+
+    return np.float32(0.0) + tree(0, total)
 
 
 @dataclass(frozen=True)
