@@ -12,6 +12,7 @@ mean and population std over every pixel of every map, on the 0..1 scale, float3
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import asdict, dataclass
 
@@ -95,22 +96,23 @@ def pooled_mean_std(maps: list[np.ndarray]) -> tuple[float, float]:
     # numpy's _mean: the float32 sum over the pooled array, divided by the count into float32
     mean = np.array([pooled_sum(flat, _scaled)], np.float32)
     np.true_divide(mean, count, out=mean, casting="unsafe")
-    # numpy's _var: subtract the mean, square, sum, divide by the count in float64
-    def centred(f: np.ndarray) -> np.ndarray:
-        x = _scaled(f)
+
+    def centred(f: np.ndarray, out: np.ndarray) -> np.ndarray:
+        x = _scaled(f, out)
         return np.square(np.subtract(x, mean, out=x), out=x)
 
+    # numpy's _var: subtract the mean, square, sum, divide by the count in float64
     var = pooled_sum(flat, centred)
     var = var.dtype.type(var / count)
     return float(mean[0]), float(var.dtype.type(np.sqrt(var)))
 
 
-def _scaled(flat: np.ndarray) -> np.ndarray:
-    """A map's pixels as RoBiS pools them: ``float32(v) / 255``."""
-    if flat.dtype == np.float16 and flat.size >= 16:
-        out = cv2.add(flat.reshape(1, -1), 0.0, dtype=cv2.CV_32F).reshape(-1)  # exact (-0 becomes +0)
+def _scaled(flat: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """A map's pixels as RoBiS pools them, ``float32(v) / 255``, written into ``out``."""
+    if flat.dtype == np.float16 and flat.size >= 16:  # OpenCV's conversion: exact (-0 becomes +0)
+        cv2.add(flat.reshape(1, -1), 0.0, dst=out.reshape(1, -1), dtype=cv2.CV_32F)
     else:
-        out = flat.astype(np.float32)
+        out[:] = flat
     return np.divide(out, np.float32(255.0), out=out)
 
 
@@ -118,8 +120,9 @@ _PAIRWISE_LEAF = 128  # numpy's PW_BLOCKSIZE
 
 
 def pooled_sum(parts: list[np.ndarray], values) -> np.float32:
-    """``np.add.reduce(np.concatenate([values(p) for p in parts]))`` in float32, bit for bit,
-    holding one part's values at a time.
+    """``np.add.reduce(np.concatenate([values(p, out) for p in parts]))`` in float32, bit for bit,
+    holding one part's values at a time: ``values(part, out)`` writes a part's float32 values into
+    ``out`` (float32, the part's size; one buffer serves every part) and returns it.
 
     numpy sums a contiguous float32 array pairwise: more than 128 values are split in two, the
     first half rounded down to a multiple of 8, and the halves' sums added; the sum of a range
@@ -128,31 +131,35 @@ def pooled_sum(parts: list[np.ndarray], values) -> np.float32:
     of at most 128 values, which are gathered and summed by numpy. (Zero signs aside, which the
     final ``0 +`` of the reduction erases, this is numpy's tree.)
     """
-    starts = np.cumsum([0] + [p.size for p in parts])
-    total = int(starts[-1])
+    starts = [0]
+    for p in parts:
+        starts.append(starts[-1] + int(p.size))
+    total = starts[-1]
     if total == 0:
         return np.float32(0.0)
-    cache: dict[int, np.ndarray] = {}
+    buf = np.empty(max(p.size for p in parts), np.float32)  # a fresh buffer per part would fault its pages
+    held = [-1]  # the part whose values are in buf
 
     def part_values(k: int) -> np.ndarray:
-        if k not in cache:
-            cache.clear()  # ranges come in order: an earlier part is never needed again
-            cache[k] = values(parts[k])
-        return cache[k]
+        if held[0] != k:  # ranges come in order: an earlier part is never needed again
+            values(parts[k], buf[:parts[k].size])
+            held[0] = k
+        return buf[:parts[k].size]
 
-    def piece(lo: int, n: int) -> np.ndarray:  # pooled values lo .. lo + n, across parts
-        k = int(np.searchsorted(starts, lo, side="right")) - 1
+    def piece(k: int, lo: int, n: int) -> np.ndarray:  # pooled values lo .. lo + n, from part k on
+        if lo + n <= starts[k + 1]:
+            return part_values(k)[lo - starts[k]:lo - starts[k] + n]
         out = []
-        while n > 0:
-            take = min(n, int(starts[k + 1]) - lo)
-            out.append(part_values(k)[lo - starts[k]:lo - starts[k] + take])
+        while n > 0:  # a block of at most 128 values across parts: copied before buf moves on
+            take = min(n, starts[k + 1] - lo)
+            out.append(part_values(k)[lo - starts[k]:lo - starts[k] + take].copy())
             lo, n, k = lo + take, n - take, k + 1
-        return np.concatenate(out) if len(out) > 1 else out[0]
+        return np.concatenate(out)
 
     def tree(lo: int, n: int) -> np.float32:
-        k = int(np.searchsorted(starts, lo, side="right")) - 1
+        k = bisect.bisect_right(starts, lo) - 1
         if lo + n <= starts[k + 1] or n <= _PAIRWISE_LEAF:
-            return np.add.reduce(piece(lo, n))
+            return np.add.reduce(piece(k, lo, n))
         half = n // 2
         half -= half % 8
         return tree(lo, half) + tree(lo + half, n - half)
