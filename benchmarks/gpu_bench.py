@@ -71,33 +71,6 @@ def arch_of(name: str):
     return preset(name)
 
 
-def random_upstream_sd(arch, seed: int = 0) -> dict:
-    """The full upstream key set with seeded random values in a realistic range (as
-    tests/test_export_inpformer.py's ViT-B export test)."""
-    import torch
-
-    from export.inpformer.checkpoint import upstream_key_shapes
-
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, shp in upstream_key_shapes(arch, 37).items():
-        r = torch.randn(shp, generator=g)
-        if k.endswith(("norm1.weight", "norm2.weight", "norm.weight")):
-            v = 1 + 0.1 * r
-        elif k.endswith("gamma"):
-            v = 0.1 * r
-        elif k.endswith("learn_scale"):
-            v = 1 + 0.2 * r
-        elif k == "prototype_token":
-            v = r
-        elif k in ("encoder.cls_token", "encoder.pos_embed", "encoder.register_tokens", "encoder.mask_token"):
-            v = 0.5 * r
-        else:
-            v = 0.02 * r
-        sd[k] = v
-    return sd
-
-
 def frame_tiles(arch, seed: int = 0) -> np.ndarray:
     """The 9 preprocessed tiles (9, 3, S, S) of one synthetic 2448×2048 gray frame, as the SDK cuts them."""
     from sdk.bundle import PreprocessSpec
@@ -503,7 +476,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Model, checkpoint, bundle (the ONNX file `export inpformer` makes), fp16 copy.
     t0 = time.perf_counter()
-    sd = random_upstream_sd(arch, args.seed)
+    from vitb_bundle import random_upstream_state_dict  # benchmarks/, beside this script
+
+    sd = random_upstream_state_dict(arch, args.seed)
     ckpt = work / "random_upstream.pth"
     torch.save(sd, ckpt)
     bundle_dir = work / "bundle"
