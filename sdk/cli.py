@@ -148,17 +148,20 @@ def cmd_binarize(args: argparse.Namespace) -> int:
         return time.perf_counter() - t0
 
     with ThreadPoolExecutor(max_workers=1) as writer:
-        written = []
+        written, t_write = [], 0.0
 
         def done(i: int, b, ms: float) -> None:
+            nonlocal t_write
             per_map.append(ms)
+            while written and written[0].done():  # a failed write stops the command now
+                t_write += written.pop(0).result()
             rel = files[i].relative_to(args.maps)
             written.append(writer.submit(write, args.out / names[rel], b.mask))
             thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
                                           "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
 
         binarize_batch(maps, cfg, stats, on_result=done, progress=True)
-        t_write = sum(f.result() for f in written)  # raises the first failed write
+        t_write += sum(f.result() for f in written)  # raises the first failed write
     t_end = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     stats_json = None if stats is None else {
