@@ -14,7 +14,8 @@ COLORS: tuple[str, ...] = ("gray", "bgr", "rgb")
 BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "ort-cpu", "ort-cuda", "ort-tensorrt",
                               "openvino")
 STREAMS_HELP = ("OpenVINO CPU streams: inference queues that run in parallel, for serve's workers "
-                "(default: OpenVINO's latency hint). Only the openvino backend uses it")
+                "(default: OpenVINO's latency hint; at most one per thread). Only the openvino backend "
+                "uses it")
 BACKEND_HELP = ("auto (default: the bundle's TensorRT engine, else ONNX Runtime TensorRT/CUDA execution "
                 "provider, else the bundle's OpenVINO engine, else ONNX Runtime CPU; says why), tensorrt, "
                 "onnxruntime, ort-cpu, ort-cuda, ort-tensorrt, openvino (the bundle's OpenVINO engine, "
