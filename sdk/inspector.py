@@ -22,7 +22,14 @@ from .bundle import Bundle
 from .engines.reference import DEFAULT_TILES, choose_tiles, cut_tiles
 from .errors import CalibrationError, InputError
 from .geometry import TilingPlan
-from .postprocess.binarize import Binarized, as_map, batch_statistics, binarize, binarize_batch
+from .postprocess.binarize import (
+    Binarized,
+    as_map,
+    batch_statistics,
+    binarize,
+    binarize_batch,
+    prepare_binarization,
+)
 from .postprocess.morphology import apply_morphology
 from .postprocess.stats import BinStats, Calibration, NormStats, RollingStats
 from .preprocess import prepare_frame, tile_preprocessor
@@ -107,6 +114,7 @@ class Inspector:
             self.backend, backend = backend, "auto"
             refine = False if refine is None else refine
         self.binarize_config = self.bundle.binarize_config
+        prepare_binarization(self.binarize_config)  # not during the first frame
         self.refine_mode = self._refine_mode(refine)
         # SAM refinement (docs/refine.md)
         from .refine import load_sam_refiner

@@ -95,8 +95,7 @@ class Binarizer:
         k = cfg.mebin.erode_kernel
         self._kernel = np.ones((k, k), np.uint8) if k > 1 else None
         self._meanstd = stats.meanstd_threshold(cfg.meanstd_k) if cfg.method in _MEANSTD else None
-        if cfg.method in _MEBIN:
-            compile_counts()  # compiled or loaded once per process, not during the first map
+        prepare_binarization(cfg)
 
     def __call__(self, amap: np.ndarray) -> Binarized:
         cfg = self.cfg
@@ -135,6 +134,13 @@ class Binarizer:
 
 _MEBIN = ("mebin", "mebin+meanstd")
 _MEANSTD = ("meanstd", "mebin+meanstd")
+
+
+def prepare_binarization(cfg: BinarizeConfig) -> None:
+    """Compile (or load from numba's cache) the component counting ``cfg`` needs, once per
+    process: e.g. when a service loads its bundles, so that no frame waits for it."""
+    if cfg.method in _MEBIN:
+        compile_counts()
 
 
 def binarize(amap: np.ndarray, stats: BinStats | None, cfg: BinarizeConfig) -> Binarized:
