@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -119,7 +120,7 @@ def _scaled(flat: np.ndarray, out: np.ndarray) -> np.ndarray:
 _PAIRWISE_LEAF = 128  # numpy's PW_BLOCKSIZE
 
 
-def pooled_sum(parts: list[np.ndarray], values) -> np.float32:
+def pooled_sum(parts: list[np.ndarray], values: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.float32:
     """``np.add.reduce(np.concatenate([values(p, out) for p in parts]))`` in float32, bit for bit,
     holding one part's values at a time: ``values(part, out)`` writes a part's float32 values into
     ``out`` (float32, the part's size; one buffer serves every part) and returns it.
