@@ -9,7 +9,7 @@ For each split, interleaved over ``--repeat`` rounds and single-threaded:
 
 - upstream stand-in: the upstream MEBin class is not runnable here, so a faithful straightforward
   implementation of it (``tests/oracles.py``: 64 × threshold, erode, label per map, as the
-  reference pipeline describes) reading the TIFF files as the class does;
+  upstream code does) reading the TIFF files as the class does;
 - oracle: the same on maps already in memory;
 - ``binarize_batch``: mean and p50/p99 per map (best of the rounds for each map), and its pieces;
 - the command: ``robis-edge binarize`` (subprocesses) on a folder holding the split's files 8

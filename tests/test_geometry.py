@@ -48,7 +48,7 @@ def test_grid_matches_golden_geometry(cls):
     assert plan.origins_x == tuple(i * 921 for i in range(g["tiles_x"]))
 
 
-# reference-pipeline.md §6: (W, H) -> tiles (rows, cols), last-tile pad (y, x), quarter map (h, w),
+# upstream-robis.md §6: (W, H) -> tiles (rows, cols), last-tile pad (y, x), quarter map (h, w),
 # canvas (h, w), reference quarter origins (y; x).
 SECTION6 = {
     "sheet_metal": ((4224, 1056), (2, 5), (889, 484), (264, 1056), (512, 1280),

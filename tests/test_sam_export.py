@@ -85,7 +85,7 @@ def test_infer_arch_from_official_keys(upstream, model_type):
     arch = infer_arch(sd)
     assert arch == official_arch(model_type) and arch.model_type == model_type
     if model_type == "vit_b":
-        assert len(sd) == 314  # reference-pipeline.md §4.1
+        assert len(sd) == 314  # upstream-robis.md §4.1
 
 
 def test_infer_arch_custom_and_errors(upstream):

@@ -139,7 +139,7 @@ def test_zoom_matches_scipy_when_installed():
     ((256, 558), (470, 1024)), ((380, 525), (741, 1024)), ((1024, 1024), (1024, 1024)), ((1, 3), (341, 1024)),
 ])
 def test_sam_input_size_reference_pipeline_table(hw, expected):
-    # reference-pipeline.md §4.5: quarter-resolution mask sizes → SAM input sizes
+    # upstream-robis.md §4.5: quarter-resolution mask sizes → SAM input sizes
     assert sam_input_size(*hw) == expected
 
 

@@ -14,7 +14,7 @@
    provenance with the checkpoint sha256 and the torch/onnx versions), with the ``features``
    output of ``export inpformer --features`` for the TTT refiner;
 4. calibrate: ``Inspector.calibrate`` on defect-free frames (the issue asks for good-only frames;
-   docs/reference-pipeline.md ("Calibration statistics") warns that the MEBin range then collapses,
+   docs/upstream-robis.md ("Calibration statistics") warns that the MEBin range then collapses,
    so the verdict is tuned on further held-out defect-free frames: ``min_area_px`` above every
    region they produce);
 5. evaluate: ``robis-edge inspect`` on the fresh frames; image-level recall and false-alarm rate,

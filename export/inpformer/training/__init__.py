@@ -1,5 +1,5 @@
-"""Training INP-Former the way RoBiS does it, for ``robis-edge fit`` (docs/reference-pipeline.md,
-"Training").
+"""Training INP-Former the way RoBiS does it, for ``robis-edge fit``: the settings and steps below
+are RoBiS' own (docs/upstream-robis.md, "Training", lists them next to the upstream values).
 
 * Frozen encoder (:mod:`.encoder_weights`): DINOv2-reg weights loaded from a ``.pth`` (keys
   without ``encoder.``, loaded with upstream's ``strict=False`` semantics and a report of what was

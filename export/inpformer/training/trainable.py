@@ -53,9 +53,9 @@ class TrainableINPFormer(nn.Module):
 
     @torch.no_grad()
     def init_trainable_(self, seed: int) -> None:
-        """RoBiS' initialisation (docs/reference-pipeline.md, "Training"): Linear trunc-normal std
-        0.01 in [-0.03, 0.03] and bias 0, LayerNorm 1/0, prototype tokens N(0, 1); ``learn_scale``
-        keeps 1."""
+        """RoBiS' initialisation of the trainable parts: Linear weights truncated normal, std 0.01
+        in [-0.03, 0.03], biases 0; LayerNorm weight 1, bias 0; prototype tokens N(0, 1);
+        ``learn_scale`` keeps its constructor value 1 (upstream's init loop does not touch it)."""
         g = torch.Generator().manual_seed(int(seed))
         for mod in self.trainable_modules():
             for m in mod.modules():
