@@ -294,9 +294,9 @@ class CameraSimulator:
                     if frame.mask is not None:
                         mask_rel = f"masks/{frame.name}.png"
                         if frame.name not in written:
-                            from sdk.imageio import write_png
+                            from sdk.imageio import write_mask
 
-                            write_png(cfg.truth / mask_rel, frame.mask)
+                            write_mask(cfg.truth / mask_rel, frame.mask)
                             written.add(frame.name)
                     truth_log.write(json.dumps({"camera": cfg.camera, "seq": seq, "name": frame.name,
                                                 "defective": frame.defective, "mask": mask_rel}) + "\n")

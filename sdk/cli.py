@@ -102,7 +102,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
 
     from .bundle import Bundle
     from .errors import InputError
-    from .imageio import MAP_EXTS, MASK_PNG, find_files, output_names, read_map, write_png
+    from .imageio import MAP_EXTS, find_files, output_names, read_map, write_mask
     from .postprocess.binarize import BinarizeConfig, as_map, batch_statistics, binarize_batch
     from .timing import progress_bar
 
@@ -144,7 +144,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
 
     def write(path: Path, mask) -> float:
         t0 = time.perf_counter()
-        write_png(path, mask, MASK_PNG)
+        write_mask(path, mask)
         return time.perf_counter() - t0
 
     with ThreadPoolExecutor(max_workers=1) as writer:
@@ -189,7 +189,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from .echo import FileErrorEcho
     from .errors import InputError, RobisError
-    from .imageio import IMAGE_EXTS, find_files, output_names, read_image, write_png
+    from .imageio import IMAGE_EXTS, find_files, output_names, read_image, write_mask, write_png
     from .inspector import Inspector
     from .overlay import render_overlay
     from .preprocess import frame_to_rgb8
@@ -240,7 +240,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             rel = f.relative_to(root)
             counts["fail"] += r.verdict == "fail"
             out = {"mask": (Path("masks") / names[rel]).as_posix()}
-            write_png(args.out / out["mask"], r.mask)
+            write_mask(args.out / out["mask"], r.mask)
             if not args.no_overlays:
                 out["overlay"] = (Path("overlays") / names[rel]).as_posix()
                 write_png(args.out / out["overlay"], render_overlay(frame_to_rgb8(im, color), r))

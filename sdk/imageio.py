@@ -82,7 +82,9 @@ def read_map(path: str | os.PathLike) -> np.ndarray:
 def _all_finite(arr: np.ndarray) -> bool:
     """No NaN or infinity; float16 by its bits (numpy's float16 arithmetic is slow)."""
     if arr.dtype == np.float16:
-        return bool((np.ascontiguousarray(arr).view(np.uint16) & np.uint16(0x7FFF)).max() < 0x7C00)
+        from .postprocess.halfkeys import all_finite
+
+        return all_finite(arr)
     return bool(np.isfinite(arr).all())
 
 
@@ -103,3 +105,8 @@ def write_png(path: str | os.PathLike, image: np.ndarray, params: list[int] | No
     tmp = p.with_name(f".{p.name}.tmp")
     buf.tofile(str(tmp))
     os.replace(tmp, p)
+
+
+def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write a 0/255 mask as a PNG with :data:`MASK_PNG` (atomic, like :func:`write_png`)."""
+    write_png(path, mask, MASK_PNG)

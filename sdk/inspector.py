@@ -97,10 +97,9 @@ class Inspector:
                  refine: bool | str | None = None, streams: int | None = None) -> None:
         if mask_scale is not None and not (isinstance(mask_scale, (int, float)) and 0 < mask_scale <= 1):
             raise InputError(f"mask_scale must be a number in (0, 1] (1.0 = full frame), got {mask_scale!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be a positive integer, got {threads!r}")
-        if streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
-            raise InputError(f"streams must be a positive integer, got {streams!r}")
+        for name, value in (("threads", threads), ("streams", streams)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.preprocess_spec = self.bundle.preprocess
         self.window, self.overlap = self.bundle.tiling

@@ -21,6 +21,12 @@ KEY_POS_ZERO = 0x8000  # key of +0 (-0 is just below)
 _CV_MIN_SIZE = 16  # OpenCV's Python binding reads a 1×1 array as a scalar: tiny arrays go to numpy
 
 
+def all_finite(m16: np.ndarray) -> bool:
+    """No NaN and no infinity in a float16 array, read from its bits (exponent not all ones)."""
+    bits = np.ascontiguousarray(m16, np.float16).view(np.uint16)
+    return bits.size == 0 or bool((bits & np.uint16(0x7FFF)).max() < _POS_INF_BITS)
+
+
 def greater(a: np.ndarray, t: float) -> np.ndarray:
     """``a > t`` as a uint8 0/255 image (OpenCV's comparison, numpy's for tiny arrays)."""
     if a.size >= _CV_MIN_SIZE and a.ndim == 2:

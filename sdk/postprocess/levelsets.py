@@ -12,6 +12,8 @@ ahead of the first map, e.g. when a service starts).
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
@@ -157,8 +159,10 @@ def level_set_counts(lvl: np.ndarray, n_levels: int, lut: np.ndarray | None = No
     return _count_pass(lvl, lut, n_levels, _GROUPS)
 
 
+@functools.cache
 def compile_counts() -> None:
-    """Compile (or load from the disk cache) the counting pass now rather than on the first map."""
+    """Compile (or load from the disk cache) the counting pass now rather than on the first map;
+    once per process (later calls return at once)."""
     level_set_counts(np.zeros((1, 1), np.uint8), 1)
     level_set_counts(np.zeros((1, 1), np.uint16), 1, np.zeros(1 << 16, np.uint8))
 

@@ -139,12 +139,13 @@ def pooled_sum(parts: list[np.ndarray], values: Callable[[np.ndarray, np.ndarray
     if total == 0:
         return np.float32(0.0)
     buf = np.empty(max(p.size for p in parts), np.float32)  # a fresh buffer per part would fault its pages
-    held = [-1]  # the part whose values are in buf
+    held = -1  # the part whose values are in buf
 
     def part_values(k: int) -> np.ndarray:
-        if held[0] != k:  # ranges come in order: an earlier part is never needed again
+        nonlocal held
+        if held != k:  # ranges come in order: an earlier part is never needed again
             values(parts[k], buf[:parts[k].size])
-            held[0] = k
+            held = k
         return buf[:parts[k].size]
 
     def piece(k: int, lo: int, n: int) -> np.ndarray:  # pooled values lo .. lo + n, from part k on

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from sdk.echo import FileErrorEcho
-from sdk.imageio import write_png
+from sdk.imageio import write_mask
 
 from .config import METRIC_NAMES, EvalConfig
 from .datasets import Product, Sample
@@ -70,7 +70,7 @@ class ProductRun:
         p = self.out / "maps" / self.product.name / f"{sample.name}.tiff"
         p.parent.mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(p, np.asarray(result.anomaly_map, np.float32))
-        write_png(self.out / "masks" / self.product.name / f"{sample.name}.png", result.mask)
+        write_mask(self.out / "masks" / self.product.name / f"{sample.name}.png", result.mask)
 
     def error(self, sample: Sample, exc: Exception) -> None:
         """Record an image that could not be read or inspected."""
