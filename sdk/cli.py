@@ -100,9 +100,10 @@ def cmd_binarize(args: argparse.Namespace) -> int:
 
     import cv2
 
+    from .allocator import reuse_freed_memory
     from .bundle import Bundle
     from .errors import InputError
-    from .imageio import MAP_EXTS, find_files, output_names, read_map, write_mask
+    from .imageio import MAP_EXTS, MapReader, find_files, output_names, write_mask
     from .postprocess.binarize import BinarizeConfig, as_map, batch_statistics, binarize_batch
     from .timing import progress_bar
 
@@ -129,8 +130,10 @@ def cmd_binarize(args: argparse.Namespace) -> int:
     # own threads would only add waits on maps this small. Masks are encoded and written on one
     # writer thread while the next map is binarised (PNG encoding and file writes release the GIL).
     cv2.setNumThreads(1)
+    reuse_freed_memory()  # every map frees working arrays of the sizes the next one allocates
+    read = MapReader()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        maps = list(progress_bar(pool.map(lambda f: as_map(read_map(f), cfg.precision), files), len(files),
+        maps = list(progress_bar(pool.map(lambda f: as_map(read(f), cfg.precision), files), len(files),
                                  True, desc="read", unit="map"))
     t_read = time.perf_counter()
     if not cfg.needs_stats:
@@ -160,7 +163,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
             thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
                                           "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
 
-        binarize_batch(maps, cfg, stats, on_result=done, progress=True)
+        binarize_batch(maps, cfg, stats, on_result=done, progress=True, keep=False)
         t_write += sum(f.result() for f in written)  # raises the first failed write
     t_end = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)

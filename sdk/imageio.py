@@ -59,14 +59,24 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
 
 def read_map(path: str | os.PathLike) -> np.ndarray:
     """An anomaly map from a TIFF (float16/float32) or .npy file, as a 2-D array."""
-    p = Path(path)
+    return _read_map(Path(path))[0]
+
+
+def _read_map(p: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """:func:`read_map`'s array, and where a TIFF of one page keeps its pixels contiguously and
+    uncompressed, ``(offset, bytes)`` (else None)."""
+    span = None
     try:
         if p.suffix.lower() == ".npy":
             arr = np.load(p, allow_pickle=False)
         else:
             import tifffile
 
-            arr = tifffile.imread(p)
+            with tifffile.TiffFile(p) as tif:  # what tifffile.imread(p) does, keeping the page at hand
+                arr = tif.asarray()
+                page = tif.pages[0]
+                if len(tif.pages) == 1 and page.is_contiguous:
+                    span = int(page.dataoffsets[0]), int(sum(page.databytecounts))
     except Exception as exc:  # tifffile/numpy raise many types for bad files
         raise InputError(f"{p}: cannot read anomaly map ({exc})") from exc
     arr = np.squeeze(arr)
@@ -74,9 +84,78 @@ def read_map(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{p}: an anomaly map must be a 2-D float array, got {arr.dtype} {arr.shape}")
     if arr.size == 0:
         raise InputError(f"{p}: the anomaly map is empty (shape {arr.shape})")
+    return _finite(p, arr), span
+
+
+def _finite(p: Path, arr: np.ndarray) -> np.ndarray:
     if not _all_finite(arr):
         raise InputError(f"{p}: the anomaly map holds NaN or infinite values (maps are on the 0..255 scale)")
     return arr
+
+
+class MapReader:
+    """:func:`read_map` for the many files of one folder. A TIFF laid out like the last one
+    parsed (the same size and the same bytes outside its pixel data, as one writer's maps of one
+    shape are) is read straight into its array with one system call: its tags are those of the
+    parsed file, so it holds the same kind of array, at the same place. Anything else is parsed.
+    Safe to call from several threads."""
+
+    def __init__(self) -> None:
+        self._layout: _TiffLayout | None = None
+
+    def __call__(self, path: str | os.PathLike) -> np.ndarray:
+        p = Path(path)
+        tiff = p.suffix.lower() in (".tif", ".tiff")
+        layout = self._layout
+        if tiff and layout is not None:
+            arr = layout.read(p)
+            if arr is not None:
+                return _finite(p, arr)
+        arr, span = _read_map(p)
+        if tiff and span is not None:
+            self._layout = _TiffLayout.of(p, arr, span) or layout
+        return arr
+
+
+class _TiffLayout:
+    """Where a parsed TIFF keeps its pixels, and its bytes around them."""
+
+    def __init__(self, size: int, head: bytes, tail: bytes, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.size, self.head, self.tail, self.shape, self.dtype = size, head, tail, shape, dtype
+
+    @classmethod
+    def of(cls, p: Path, arr: np.ndarray, span: tuple[int, int]) -> _TiffLayout | None:
+        """The layout of ``p``, whose parsed map is ``arr``, stored at ``span`` (offset, bytes);
+        None unless those bytes are exactly ``arr``'s (native byte order, no conversion)."""
+        off, n = span
+        plain = arr.dtype.isnative and arr.flags.c_contiguous and n == arr.nbytes
+        if not plain or not hasattr(os, "preadv"):  # preadv: not on Windows
+            return None
+        try:
+            raw = p.read_bytes()
+        except OSError:  # the map was read; only the shortcut is not available
+            return None
+        if off + n > len(raw) or raw[off:off + n] != arr.tobytes():
+            return None
+        return cls(len(raw), raw[:off], raw[off + n:], arr.shape, arr.dtype)
+
+    def read(self, p: Path) -> np.ndarray | None:
+        """The map in ``p`` if ``p`` has this layout (else None: parse it)."""
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if os.fstat(fd).st_size != self.size:
+                return None
+            arr = np.empty(self.shape, self.dtype)
+            head, tail = bytearray(len(self.head)), bytearray(len(self.tail))
+            got = os.preadv(fd, [head, arr.reshape(-1).view(np.uint8), tail], 0)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return arr if got == self.size and head == self.head and tail == self.tail else None
 
 
 def _all_finite(arr: np.ndarray) -> bool:

@@ -155,12 +155,13 @@ def batch_statistics(maps: list[np.ndarray], cfg: BinarizeConfig) -> BinStats:
 
 def binarize_batch(maps: list[np.ndarray], cfg: BinarizeConfig, stats: BinStats | None = None, *,
                    on_result: Callable[[int, Binarized, float], None] | None = None,
-                   progress: bool = False) -> tuple[list[Binarized], BinStats | None]:
+                   progress: bool = False, keep: bool = True) -> tuple[list[Binarized], BinStats | None]:
     """Coarse masks of a set of maps: the one batch code path (``binarize`` command, Inspector).
 
     ``stats`` None: batch scope, :func:`batch_statistics` over ``maps``; otherwise those statistics
     (e.g. calibrated). ``on_result(index, result, ms)`` is called as each map is done (e.g. to
-    write it out), ``ms`` being the time of that map alone.
+    write it out), ``ms`` being the time of that map alone. ``keep`` False: the results are only
+    handed to ``on_result`` and the list returned is empty (a large split's masks are not all held).
     """
     prepared = [as_map(m, cfg.precision) for m in maps]
     if stats is None and cfg.needs_stats:
@@ -172,5 +173,6 @@ def binarize_batch(maps: list[np.ndarray], cfg: BinarizeConfig, stats: BinStats 
         r = run(m)
         if on_result is not None:
             on_result(i, r, ms_since(t0))
-        out.append(r)
+        if keep:
+            out.append(r)
     return out, stats
