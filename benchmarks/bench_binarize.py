@@ -12,15 +12,17 @@ For each split, interleaved over ``--repeat`` rounds and single-threaded:
   upstream code does) reading the TIFF files as the class does;
 - oracle: the same on maps already in memory;
 - ``binarize_batch``: mean and p50/p99 per map (best of the rounds for each map), and its pieces;
-- the command: ``robis-edge binarize`` (subprocesses) on a folder holding the split's files 8
-  times and on one holding them once; marginal time per map = the difference of their best
-  (median) runs / the 7 × n extra maps (start-up and imports cancel out); also its CPU time (all
-  threads), and ``binarize_batch`` on the same 8 × n maps (a bigger working set than n maps).
+- the command: ``robis-edge binarize`` (subprocesses) on a folder holding the split's files
+  ``--copies`` times (default 8) and on one holding them once; marginal time per map = the
+  difference of their best (median) runs / the (copies - 1) × n extra maps (start-up and imports
+  cancel out); also its CPU time (all threads), and ``binarize_batch`` on the same copies × n maps
+  (a bigger working set than n maps).
 
 Masks, thresholds and statistics are checked identical to the oracle before anything is reported.
 
     python benchmarks/bench_binarize.py                       # golden, held-out, noise-like, dense
     python benchmarks/bench_binarize.py --splits golden --repeat 5 --json out.json
+    python benchmarks/bench_binarize.py --splits golden,heldout --repeat 7 --copies 16 --command-only
     python benchmarks/bench_binarize.py --maps DIR            # float16/float32 .tif/.npy of one shape
 """
 
@@ -56,7 +58,6 @@ from sdk.postprocess.stats import BinStats  # noqa: E402
 GOLDEN = REPO.parent / "shared" / "golden" / "post" / "binarize" / "maps"
 PIECES = ("batch stats", "erosion", "candidates", "level counts", "final masks")
 SPLITS = ("golden", "heldout", "noise", "dense")
-CLI_COPIES = 8  # the command's marginal time: a split of 8 copies of the maps vs one copy
 
 
 def read_maps(paths: list[Path]) -> list[np.ndarray]:
@@ -206,16 +207,17 @@ def bench_split(name: str, paths: list[Path], args, work: Path) -> dict:
         run_cli(paths, work / "cli-warm", precision)
 
     t_up, t_oracle, t_fast, c_fast, t_cli_all, t_cli_half, t_copies = [], [], [], [], [], [], []
-    copies = [m.copy() for _ in range(CLI_COPIES) for m in maps] if args.cli else []  # the command's split
+    copies = [m.copy() for _ in range(args.copies) for m in maps] if args.cli else []  # the command's split
     per_map = np.full((args.repeat, n), np.inf)
     t_pieces = {k: [] for k in PIECES}
     for rep in range(args.repeat):
-        t0 = time.perf_counter()
-        upstream_standin(paths, cfg)
-        t_up.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        run_oracle(maps, cfg)
-        t_oracle.append(time.perf_counter() - t0)
+        if not args.command_only:
+            t0 = time.perf_counter()
+            upstream_standin(paths, cfg)
+            t_up.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            run_oracle(maps, cfg)
+            t_oracle.append(time.perf_counter() - t0)
         t0, c0 = time.perf_counter(), time.process_time()
         binarize_batch(maps, cfg, on_result=lambda i, _, ms, rep=rep: per_map[rep].__setitem__(i, ms))
         t_fast.append(time.perf_counter() - t0)
@@ -229,7 +231,7 @@ def bench_split(name: str, paths: list[Path], args, work: Path) -> dict:
             t0 = time.perf_counter()
             binarize_batch(copies, cfg)
             t_copies.append(time.perf_counter() - t0)
-            t_cli_all.append(run_cli(paths, work / "cli-more", precision, CLI_COPIES))
+            t_cli_all.append(run_cli(paths, work / "cli-more", precision, args.copies))
             t_cli_half.append(run_cli(paths, work / "cli-one", precision))
 
     def ms(v: float, count: int = n) -> float:
@@ -241,11 +243,8 @@ def bench_split(name: str, paths: list[Path], args, work: Path) -> dict:
         "dtype": str(raw[0].dtype), "precision": precision, "repeat": args.repeat, "identical": True,
         "mebin_search_range": [stats.mebin_min_th, stats.mebin_max_th],
         "max_components": int(max(int(r.counts.max()) for r in fast if r.counts is not None)),
-        "ms_per_map": {
-            "upstream_standin": {"best": ms(min(t_up)), "median": ms(float(np.median(t_up)))},
-            "oracle": {"best": ms(min(t_oracle)), "median": ms(float(np.median(t_oracle)))},
-            "binarize_batch": {"best": ms(min(t_fast)), "median": ms(float(np.median(t_fast)))},
-        },
+        "ms_per_map": {k: {"best": ms(min(v)), "median": ms(float(np.median(v)))} for k, v in (
+            ("upstream_standin", t_up), ("oracle", t_oracle), ("binarize_batch", t_fast)) if v},
         "binarize_per_map_ms": {"p50": percentile(best, 50), "p99": percentile(best, 99),
                                 "max": float(best.max()), "mean": float(best.mean())},
         "pieces_ms_per_map": {k: {"best": ms(min(v)), "median": ms(float(np.median(v)))}
@@ -254,14 +253,14 @@ def bench_split(name: str, paths: list[Path], args, work: Path) -> dict:
     res["cpu_ms_per_map"] = {"binarize_batch": {"best": ms(min(c_fast)),
                                                 "median": ms(float(np.median(c_fast)))}}
     if args.cli:
-        extra = (CLI_COPIES - 1) * n
+        extra = (args.copies - 1) * n
 
         def marginal(i: int) -> dict:  # best: best run of each size; median: median run of each
             more, one = [t[i] for t in t_cli_all], [t[i] for t in t_cli_half]
             return {"best": ms(min(more) - min(one), extra),
                     "median": ms(float(np.median(more) - np.median(one)), extra)}
 
-        res["cli"] = {"copies": CLI_COPIES, "more_s": t_cli_all, "one_s": t_cli_half,
+        res["cli"] = {"copies": args.copies, "more_s": t_cli_all, "one_s": t_cli_half,
                       "marginal_ms_per_map": marginal(0),
                       "binarize_batch_same_maps": {"best": ms(min(t_copies), len(copies)),
                                                    "median": ms(float(np.median(t_copies)), len(copies))}}
@@ -277,9 +276,9 @@ def report(res: dict) -> None:
           f"{res['precision']}; search range {lo:.4g}..{hi:.4g}, up to {res['max_components']} components "
           "at a level; outputs identical")
     print(f"{'path':<50}{'best ms/map':>12}{'median ms/map':>15}")
-    rows = [("upstream stand-in (TIFF read + 64-level sweep)", mp["upstream_standin"]),
-            ("oracle (64-level sweep, maps in memory)", mp["oracle"]),
-            ("binarize_batch", mp["binarize_batch"])]
+    labels = (("upstream stand-in (TIFF read + 64-level sweep)", "upstream_standin"),
+              ("oracle (64-level sweep, maps in memory)", "oracle"), ("binarize_batch", "binarize_batch"))
+    rows = [(label, mp[k]) for label, k in labels if k in mp]
     if "cli" in res:
         rows.append((f"binarize_batch on {res['cli']['copies']} copies (the command's maps)",
                      res["cli"]["binarize_batch_same_maps"]))
@@ -290,13 +289,17 @@ def report(res: dict) -> None:
     print(f"  binarize_batch per map (best of rounds): p50 {pm['p50']:.3f}  p99 {pm['p99']:.3f}  "
           f"max {pm['max']:.3f}  mean {pm['mean']:.3f}")
     fast = mp["binarize_batch"]["best"]
-    print(f"  ratios (best): oracle / binarize_batch {mp['oracle']['best'] / fast:.1f}x", end="")
+    ratios = []
+    if "oracle" in mp:
+        ratios.append(f"oracle / binarize_batch {mp['oracle']['best'] / fast:.1f}x")
     if "cli" in res:
-        cli = res["cli"]["marginal_ms_per_map"]["best"]
-        same = res["cli"]["binarize_batch_same_maps"]["best"]
-        print(f"; upstream stand-in / command {mp['upstream_standin']['best'] / cli:.1f}x; "
-              f"command / binarize_batch {cli / fast:.2f}x (same maps: {cli / same:.2f}x)", end="")
-    print()
+        cli = res["cli"]["marginal_ms_per_map"]
+        same = res["cli"]["binarize_batch_same_maps"]
+        if "upstream_standin" in mp:
+            ratios.append(f"upstream stand-in / command {mp['upstream_standin']['best'] / cli['best']:.1f}x")
+        ratios.append(f"command / binarize_batch {cli['best'] / fast:.2f}x (same maps: best "
+                      f"{cli['best'] / same['best']:.2f}x, median {cli['median'] / same['median']:.2f}x)")
+    print("  ratios: " + "; ".join(ratios))
     cpu = res["cpu_ms_per_map"]
     line = f"  CPU time (all threads), best ms/map: binarize_batch {cpu['binarize_batch']['best']:.3f}"
     if "cli_marginal" in cpu:
@@ -316,10 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=("auto", "float16", "float32"), default="auto",
                     help="arithmetic of both paths (auto: float16 if every map is float16)")
     ap.add_argument("--no-cli", dest="cli", action="store_false", help="do not time the command")
+    ap.add_argument("--copies", type=int, default=8,
+                    help="the command's marginal time: a folder of this many copies of the split "
+                    "vs one (default 8)")
+    ap.add_argument("--command-only", action="store_true",
+                    help="time only binarize_batch and the command (the outputs are still checked)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
+    if args.copies < 2:
+        ap.error("--copies must be >= 2")
     if args.maps is not None and not args.maps.is_dir():
         ap.error(f"no such folder: {args.maps}")
     splits = ["maps"] if args.maps else [s for s in args.splits.split(",") if s]

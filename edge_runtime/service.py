@@ -37,7 +37,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sdk.errors import InputError
 
@@ -458,9 +458,9 @@ class Service:
     def _offer(self, item: _Out) -> None:
         """Hand a published result to every output; only those that draw get the picture (so a
         stalled MQTT or OPC UA queue never holds frames)."""
-        plain = Update(item.parts, item.verdict, time.time(), item.product, item.min_area_px)
-        pictured = plain if item.picture is None else Update(plain.parts, plain.verdict, plain.published,
-                                                             plain.product, plain.min_area_px, item.picture)
+        plain = Update(item.parts, item.verdict, time.time(), item.product, item.min_area_px,
+                       received=item.t_recv)
+        pictured = plain if item.picture is None else replace(plain, picture=item.picture)
         for out in self.outputs:
             out.offer(pictured if out.wants_pictures else plain)
 

@@ -126,31 +126,33 @@ def cmd_binarize(args: argparse.Namespace) -> int:
     if args.scope == "calibrated" and cfg.needs_stats and (bundle is None or bundle.calibration is None):
         raise InputError("--scope calibrated needs --bundle with a calibration")
     thresholds, per_map = {}, []
-    # Files are read on worker threads (their disk waits and tifffile's decoding overlap); OpenCV's
+    # Files are read on worker threads (their system calls and tifffile's decoding overlap); OpenCV's
     # own threads would only add waits on maps this small. Masks are encoded and written on one
     # writer thread while the next map is binarised (PNG encoding and file writes release the GIL).
     cv2.setNumThreads(1)
     reuse_freed_memory()  # every map frees working arrays of the sizes the next one allocates
     read = MapReader()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        maps = list(progress_bar(pool.map(lambda f: as_map(read(f), cfg.precision), files), len(files),
-                                 True, desc="read", unit="map"))
-    t_read = time.perf_counter()
-    if not cfg.needs_stats:
-        stats = None
-    elif args.scope == "batch":
-        stats = batch_statistics(maps, cfg)
-    else:
-        stats = bundle.calibration.bins
-    t_stats = time.perf_counter()
     names = output_names([f.relative_to(args.maps) for f in files])  # x.tif + x.npy: two masks
+
+    def load(f: Path):
+        return as_map(read(f), cfg.precision)
 
     def write(path: Path, mask) -> float:
         t0 = time.perf_counter()
         write_mask(path, mask)
         return time.perf_counter() - t0
 
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    with ThreadPoolExecutor(max_workers=4) as pool, ThreadPoolExecutor(max_workers=1) as writer:
+        waited = [0.0]
+        if args.scope == "batch" and cfg.needs_stats:  # the statistics need every map first
+            maps = list(progress_bar(pool.map(load, files), len(files), True, desc="read", unit="map"))
+            t_read = time.perf_counter()
+            stats = batch_statistics(maps, cfg)
+        else:  # statistics known: each map is binarised as it arrives, the next ones read meanwhile
+            maps = _read_ahead(pool, load, files, waited)
+            stats = bundle.calibration.bins if cfg.needs_stats else None
+            t_read = time.perf_counter()
+        t_stats = time.perf_counter()
         written, t_write = [], 0.0
 
         def done(i: int, b, ms: float) -> None:
@@ -163,7 +165,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
             thresholds[rel.as_posix()] = {"mebin": b.mebin_threshold, "meanstd": b.meanstd_threshold,
                                           "fixed": cfg.fixed_threshold if cfg.method == "fixed" else None}
 
-        binarize_batch(maps, cfg, stats, on_result=done, progress=True, keep=False)
+        binarize_batch(maps, cfg, stats, on_result=done, progress=True, keep=False, total=len(files))
         t_write += sum(f.result() for f in written)  # raises the first failed write
     t_end = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +176,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
         {"scope": args.scope, "config": cfg.to_json(), "statistics": stats_json, "maps": thresholds},
         indent=2) + "\n")
     summary = {"maps": len(files), "scope": args.scope, "method": cfg.method,
-               "timings_ms": {"read": round((t_read - t_start) * 1000, 2),
+               "timings_ms": {"read": round((t_read - t_start + waited[0]) * 1000, 2),
                               "statistics": round((t_stats - t_read) * 1000, 2),
                               "binarize_per_map": _summary_stats(per_map),
                               "binarize_total": round(sum(per_map), 2),
@@ -185,6 +187,21 @@ def cmd_binarize(args: argparse.Namespace) -> int:
     print(f"binarised {len(files)} maps ({args.scope} scope, {cfg.method}) into {args.out}: "
           f"{summary['timings_ms']['binarize_per_map'].get('mean', 0):.2f} ms/map")
     return 0
+
+
+def _read_ahead(pool, load, files: list[Path], waited: list[float], ahead: int = 8):
+    """``load(f)`` of each file in order, computed on ``pool`` at most ``ahead`` files ahead (a
+    folder is never all in memory); the seconds spent waiting for them are added to ``waited[0]``."""
+    from collections import deque
+
+    pending = deque(pool.submit(load, f) for f in files[:ahead])
+    for k in range(ahead, len(files) + ahead):
+        t0 = time.perf_counter()
+        m = pending.popleft().result()
+        waited[0] += time.perf_counter() - t0
+        if k < len(files):
+            pending.append(pool.submit(load, files[k]))
+        yield m
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -60,6 +60,45 @@ def test_binarize_npy_fixed_and_calibrated(tmp_path, make_bundle):
     assert main(["binarize", "--maps", str(maps), "--out", str(tmp_path / "x"), "--scope", "calibrated"]) == 2
 
 
+def test_binarize_calibrated_binarises_maps_as_they_are_read(tmp_path, make_bundle, capsys):
+    """With the statistics frozen, maps are binarised while the next are read (8 ahead): with the
+    golden split's own statistics the masks are the upstream code's, each under its own name; a bad
+    file stops the command there, with one line naming it, after the masks before it."""
+    import tifffile
+
+    src = shared_path("golden", "post", "binarize")
+    files = sorted((src / "maps").glob("*.tiff"))
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for f in files:
+        shutil.copy(f, maps / f.name)
+    bundle = make_bundle()
+    stats = BinStats.from_maps([tifffile.imread(f) for f in files])
+    bundle.set_calibration(Calibration(NormStats(0, 1), stats, len(files)))
+    bundle.save()
+    out = tmp_path / "out"
+    assert main(["binarize", "--maps", str(maps), "--out", str(out), "--scope", "calibrated",
+                 "--bundle", str(bundle.root)]) == 0
+    ref = json.loads((src / "ref.json").read_text())
+    th = json.loads((out / "thresholds.json").read_text())["maps"]
+    assert [th[f.name]["mebin"] if th[f.name]["mebin"] is not None else 255 for f in files] \
+        == ref["mebin_thresholds"]
+    for f, r in zip(files, sorted((src / "ref_masks").glob("*.png")), strict=True):
+        mine = cv2.imread(str(out / f.with_suffix(".png").name), 0)
+        assert np.array_equal(mine, cv2.imread(str(r), 0)), f.name
+    bad = tifffile.imread(files[11]).copy()
+    bad[5, 5] = np.nan
+    tifffile.imwrite(maps / files[11].name, bad)
+    capsys.readouterr()
+    out2 = tmp_path / "out2"
+    assert main(["binarize", "--maps", str(maps), "--out", str(out2), "--scope", "calibrated",
+                 "--bundle", str(bundle.root)]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines()
+           if x.strip() and "map/s" not in x and "%|" not in x]  # not the progress bars
+    assert len(err) == 1 and files[11].name in err[0] and "NaN" in err[0], err
+    assert all((out2 / f.with_suffix(".png").name).is_file() for f in files[:11])
+
+
 def test_binarize_empty_folder_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["binarize", "--maps", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2

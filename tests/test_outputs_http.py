@@ -23,6 +23,7 @@ from outputs_peers import wait_for  # noqa: E402
 from test_runtime_service import FRAMES, Harness  # noqa: E402
 
 from edge_runtime.outputs.base import Output, Update  # noqa: E402
+from edge_runtime.outputs.http import HttpOutput  # noqa: E402
 
 
 @pytest.fixture
@@ -113,6 +114,22 @@ def test_a_stalled_browser_does_not_delay_zeromq(rig):
     finally:
         for s in stalled:
             s.close()
+
+
+def test_an_older_frame_published_after_a_newer_one_does_not_replace_it():
+    """Results of several workers can leave out of order; the page (and the OPC UA nodes, same
+    rule) keep each camera's newest frame by arrival, so a camera restarting its seq is newer."""
+    out = HttpOutput("127.0.0.1", 0, dict, str)
+
+    def update(seq, received, camera="c"):
+        head = json.dumps({"camera": camera, "seq": seq}).encode()
+        return Update([b"result." + camera.encode(), head, b""], "pass", 0.0, received=received)
+
+    for u in (update(5, 10.0), update(4, 9.0), update(7, 11.0, "d"), update(0, 12.0), update(3, 11.5)):
+        out.handle(u)
+    cams = out.cameras()
+    assert cams["c"]["seq"] == 0 and cams["d"]["seq"] == 7  # 4 and 3 came late; 0 is a restart
+    assert out.stats()["sent"] == 5
 
 
 def test_a_full_output_queue_drops_the_oldest_and_counts():

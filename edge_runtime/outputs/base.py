@@ -44,6 +44,7 @@ class Update:
     product: str | None = None  # the product that judged the frame; None when none was chosen
     min_area_px: int | None = None  # that bundle's verdict rule: regions at least this big count
     picture: Picture | None = None  # inspected frames, for outputs that want pictures
+    received: float | None = None  # when serve received the frame (perf_counter): arrival order
 
     @cached_property
     def header(self) -> dict:
@@ -72,6 +73,26 @@ class Update:
         if isinstance(ts, int) and ts > 0:
             return round(self.published * 1000.0 - ts / 1e6, 3)
         return float((self.header.get("timings_ms") or {}).get("total", 0.0))
+
+
+class NewestPerCamera:
+    """Which updates show a camera's newest frame. With several workers, results can be published
+    in another order than their frames arrived; an output that holds each camera's latest state
+    (OPC UA nodes, the live page) keeps the newest frame's, ordered by arrival at serve (so a
+    camera that restarts its seq at 0 is still newer). Used on one output's thread."""
+
+    def __init__(self) -> None:
+        self._newest: dict[str, float] = {}
+
+    def take(self, camera: str, update: Update) -> bool:
+        """True if ``update`` is not older than the newest taken for ``camera`` (it becomes that)."""
+        if update.received is None:
+            return True
+        newest = self._newest.get(camera)
+        if newest is not None and update.received < newest:
+            return False
+        self._newest[camera] = update.received
+        return True
 
 
 @dataclass

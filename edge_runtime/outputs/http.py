@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 from ..config import ServiceError
-from .base import Output, Update
+from .base import NewestPerCamera, Output, Update
 
 log = logging.getLogger("robis_edge.http")
 
@@ -75,6 +75,7 @@ class HttpOutput(Output):
         super().__init__(queue_size)
         self._stats_reply, self._metrics_text = stats, metrics
         self._cameras: dict[str, _Latest] = {}
+        self._newest = NewestPerCamera()  # the page never steps back to an older frame
         self._lock = threading.Lock()
         self.renders = 0
         handler = self._handler_class()
@@ -113,7 +114,7 @@ class HttpOutput(Output):
     # -- the output's thread: keep the latest ----------------------------------------------------
     def handle(self, update: Update) -> None:
         camera = update.camera
-        if not camera:
+        if not camera or not self._newest.take(camera, update):
             self.count("sent")
             return
         with self._lock:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from sdk.vocabulary import OPCUA_NAMESPACE
 
 from ..config import ServiceError
-from .base import Output, Update
+from .base import NewestPerCamera, Output, Update
 
 log = logging.getLogger("robis_edge.opcua")
 
@@ -137,6 +137,7 @@ class OpcUaOutput(Output):
         self._server = None
         self._ns = 0
         self._cameras: dict[str, dict] = {}  # camera → {browse name: NodeId}
+        self._newest = NewestPerCamera()  # a result older than the one the nodes show is not written
         self._service_nodes: dict[str, object] = {}
         self._cameras_node = None
         self._last_service = 0.0
@@ -279,7 +280,7 @@ class OpcUaOutput(Output):
     async def _write_result(self, update: Update) -> None:
         h = update.header
         camera = h.get("camera")
-        if not camera:  # a message without a readable camera has no node to go to
+        if not camera or not self._newest.take(camera, update):  # no node to go to / an older frame
             return
         nodes = await self._camera_nodes(camera)
         error = h.get("error") or {}

@@ -5,7 +5,7 @@ or a fixed per-product threshold. Each method binarises ``map > threshold`` then
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -153,22 +153,28 @@ def batch_statistics(maps: list[np.ndarray], cfg: BinarizeConfig) -> BinStats:
     return BinStats.from_maps([as_map(m, cfg.precision) for m in maps])
 
 
-def binarize_batch(maps: list[np.ndarray], cfg: BinarizeConfig, stats: BinStats | None = None, *,
+def binarize_batch(maps: Iterable[np.ndarray], cfg: BinarizeConfig, stats: BinStats | None = None, *,
                    on_result: Callable[[int, Binarized, float], None] | None = None,
-                   progress: bool = False, keep: bool = True) -> tuple[list[Binarized], BinStats | None]:
+                   progress: bool = False, keep: bool = True,
+                   total: int | None = None) -> tuple[list[Binarized], BinStats | None]:
     """Coarse masks of a set of maps: the one batch code path (``binarize`` command, Inspector).
 
     ``stats`` None: batch scope, :func:`batch_statistics` over ``maps``; otherwise those statistics
     (e.g. calibrated). ``on_result(index, result, ms)`` is called as each map is done (e.g. to
     write it out), ``ms`` being the time of that map alone. ``keep`` False: the results are only
     handed to ``on_result`` and the list returned is empty (a large split's masks are not all held).
+    With ``stats`` given, ``maps`` may be any iterable (e.g. files read ahead), binarised as they
+    come; ``total``: its length, for the progress bar.
     """
-    prepared = [as_map(m, cfg.precision) for m in maps]
     if stats is None and cfg.needs_stats:
-        stats = batch_statistics(prepared, cfg)
+        maps = [as_map(m, cfg.precision) for m in maps]
+        stats = batch_statistics(maps, cfg)
+    if total is None and isinstance(maps, Sized):
+        total = len(maps)
     run = Binarizer(cfg, stats)
     out = []
-    for i, m in enumerate(progress_bar(prepared, len(prepared), progress, desc="binarize", unit="map")):
+    prepared = (as_map(m, cfg.precision) for m in maps)
+    for i, m in enumerate(progress_bar(prepared, total, progress, desc="binarize", unit="map")):
         t0 = time.perf_counter()
         r = run(m)
         if on_result is not None:
