@@ -104,8 +104,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
     from .bundle import Bundle
     from .errors import InputError
     from .imageio import MAP_EXTS, MapReader, find_files, output_names, write_mask
-    from .postprocess.binarize import BinarizeConfig, as_map, batch_statistics, binarize_batch
-    from .timing import progress_bar
+    from .postprocess.binarize import BinarizeConfig, as_map, binarize_batch
 
     t_start = time.perf_counter()
     bundle = Bundle.load(args.bundle) if args.bundle else None
@@ -145,9 +144,7 @@ def cmd_binarize(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=4) as pool, ThreadPoolExecutor(max_workers=1) as writer:
         waited = [0.0]
         if args.scope == "batch" and cfg.needs_stats:  # the statistics need every map first
-            maps = list(progress_bar(pool.map(load, files), len(files), True, desc="read", unit="map"))
-            t_read = time.perf_counter()
-            stats = batch_statistics(maps, cfg)
+            maps, stats, t_read = _read_split(pool, read, load, files)
         else:  # statistics known: each map is binarised as it arrives, the next ones read meanwhile
             maps = _read_ahead(pool, load, files, waited)
             stats = bundle.calibration.bins if cfg.needs_stats else None
@@ -187,6 +184,60 @@ def cmd_binarize(args: argparse.Namespace) -> int:
     print(f"binarised {len(files)} maps ({args.scope} scope, {cfg.method}) into {args.out}: "
           f"{summary['timings_ms']['binarize_per_map'].get('mean', 0):.2f} ms/map")
     return 0
+
+
+class _SizeChanged(Exception):
+    """A map's pixel count is not the one its file's size promised."""
+
+
+def _read_split(pool, read, load, files: list[Path]):
+    """Every map of a batch-scope split, read on ``pool``, and its statistics; returns (maps, stats,
+    the time the last map was read). When the files' sizes tell the maps' sizes (TIFFs laid out
+    like the first one), the statistics' first pass (the mean) runs while the maps are still being
+    read; should a map turn out another size, the statistics are computed again over all maps."""
+    import contextlib
+    import threading
+
+    from tqdm import tqdm
+
+    from .postprocess.stats import BinStats
+
+    first = load(files[0])  # teaches the reader the folder's layout
+    sizes = [first.size] + [read.expected_size(f) for f in files[1:]]
+    bar = tqdm(total=len(files), desc="read", unit="map", file=sys.stderr)
+    lock, last = threading.Lock(), [0.0]
+
+    def arrived(_future) -> None:
+        with lock:
+            last[0] = time.perf_counter()
+            bar.update()
+
+    futures = [pool.submit(load, f) for f in files[1:]]
+    arrived(None)
+    for f in futures:
+        f.add_done_callback(arrived)
+
+    class Arriving:  # the maps in file order, each waited for when the statistics reach it
+        def __len__(self) -> int:
+            return len(files)
+
+        def __getitem__(self, k: int):
+            m = first if k == 0 else futures[k - 1].result()
+            if m.size != sizes[k]:
+                raise _SizeChanged
+            return m
+
+    stats = None
+    try:
+        if None not in sizes:
+            with contextlib.suppress(_SizeChanged):
+                stats = BinStats.from_maps(Arriving(), sizes)
+        maps = [first] + [f.result() for f in futures]
+    finally:
+        bar.close()
+    if stats is None:
+        stats = BinStats.from_maps(maps)
+    return maps, stats, last[0]
 
 
 def _read_ahead(pool, load, files: list[Path], waited: list[float], ahead: int = 8):

@@ -117,6 +117,20 @@ class MapReader:
         return arr
 
 
+    def expected_size(self, path: str | os.PathLike) -> int | None:
+        """The pixel count of the map in ``path`` if its file has the size of the layout learnt
+        last (None: not known before reading it). A promise of the file's size only: reading
+        the file tells."""
+        layout = self._layout
+        if layout is None or Path(path).suffix.lower() not in (".tif", ".tiff"):
+            return None
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            return None
+        return int(np.prod(layout.shape)) if size == layout.size else None
+
+
 class _TiffLayout:
     """Where a parsed TIFF keeps its pixels, and its bytes around them."""
 
@@ -177,13 +191,27 @@ def write_png(path: str | os.PathLike, image: np.ndarray, params: list[int] | No
     """Write a PNG, creating folders; atomic (temporary file + rename). ``params``: OpenCV's
     PNG settings (e.g. :data:`MASK_PNG` for 0/255 masks); None: OpenCV's defaults."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(".png", image, params or [])
     if not ok:
         raise InputError(f"cannot encode {p} as PNG")
     tmp = p.with_name(f".{p.name}.tmp")
-    buf.tofile(str(tmp))
-    os.replace(tmp, p)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:  # the first file of its folder
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        try:
+            view = memoryview(buf).cast("B")
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no half-written temporary file is left behind
+        raise
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:

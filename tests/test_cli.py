@@ -99,6 +99,48 @@ def test_binarize_calibrated_binarises_maps_as_they_are_read(tmp_path, make_bund
     assert all((out2 / f.with_suffix(".png").name).is_file() for f in files[:11])
 
 
+@pytest.mark.parametrize("kind", ["alike", "same-bytes-other-size", "mixed"])
+def test_binarize_batch_statistics_while_reading_equal_those_of_the_maps(tmp_path, kind, monkeypatch):
+    """The mean's pass runs while the maps are read when the files' sizes promise the maps'
+    sizes; a file that breaks the promise (as many bytes, fewer pixels) or an unknown size
+    (another layout, .npy) falls back to the maps read. Either way: the statistics of the maps."""
+    import tifffile
+
+    from sdk.imageio import read_map
+    from sdk.postprocess.binarize import as_map
+
+    rng = np.random.default_rng(7)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(12):
+        m = cv2.GaussianBlur(rng.random((48, 60)), (0, 0), 3) * 180 + rng.random((48, 60)) * 40
+        tifffile.imwrite(maps / f"m{i:02d}.tiff", m.astype(np.float16))
+    if kind == "same-bytes-other-size":  # float32 with half the rows: a file of the same size
+        tifffile.imwrite(maps / "m05.tiff", (rng.random((24, 60)) * 255).astype(np.float32))
+        assert (maps / "m05.tiff").stat().st_size == (maps / "m04.tiff").stat().st_size
+    if kind == "mixed":
+        (maps / "m03.tiff").unlink()
+        np.save(maps / "m03.npy", (rng.random((30, 20)) * 255).astype(np.float32))
+        m08 = (rng.random((48, 60)) * 255).astype(np.float16)
+        tifffile.imwrite(maps / "m08.tiff", m08, compression="zlib")
+    files = sorted(maps.iterdir())
+    expect = BinStats.from_maps([as_map(read_map(f), "float16") for f in files])
+    calls, from_maps = [], BinStats.from_maps.__func__
+
+    def spy(cls, maps, sizes=None):
+        calls.append("while reading" if sizes is not None else "after")
+        return from_maps(cls, maps, sizes)
+
+    monkeypatch.setattr(BinStats, "from_maps", classmethod(spy))
+    out = tmp_path / "out"
+    assert main(["binarize", "--maps", str(maps), "--out", str(out)]) == 0
+    assert calls == {"alike": ["while reading"], "same-bytes-other-size": ["while reading", "after"],
+                     "mixed": ["after"]}[kind]
+    got = json.loads((out / "thresholds.json").read_text())["statistics"]
+    assert (got["mebin_min_th"], got["mebin_max_th"], got["ms_mean"], got["ms_std"]) == \
+        (expect.mebin_min_th, expect.mebin_max_th, expect.ms_mean, expect.ms_std)
+
+
 def test_binarize_empty_folder_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["binarize", "--maps", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2

@@ -24,6 +24,8 @@ _CV_MIN_SIZE = 16  # OpenCV's Python binding reads a 1×1 array as a scalar: tin
 def all_finite(m16: np.ndarray) -> bool:
     """No NaN and no infinity in a float16 array, read from its bits (exponent not all ones)."""
     bits = np.ascontiguousarray(m16, np.float16).view(np.uint16)
+    if bits.ndim == 2 and bits.size >= _CV_MIN_SIZE and cv2.minMaxLoc(bits)[1] < _POS_INF_BITS:
+        return True  # no sign bit anywhere, all finite: one pass, no temporary array
     return bits.size == 0 or bool((bits & np.uint16(0x7FFF)).max() < _POS_INF_BITS)
 
 

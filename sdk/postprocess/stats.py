@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -68,13 +68,17 @@ class BinStats:
         return t * np.float32(255)
 
     @classmethod
-    def from_maps(cls, maps: list[np.ndarray]) -> BinStats:
+    def from_maps(cls, maps: Sequence[np.ndarray], sizes: Sequence[int] | None = None) -> BinStats:
         """Batch scope, exactly as RoBiS: maxima in the maps' dtype; mean/std in float32 over
-        all pixels of all maps (maps of different sizes are concatenated)."""
-        if not maps:
+        all pixels of all maps (maps of different sizes are concatenated).
+
+        With ``sizes`` (each map's pixel count, known before the maps are: e.g. from their files),
+        ``maps`` is only indexed in order, once per pass, so its items may still be arriving
+        (being read) while the first pass runs."""
+        if not len(maps):
             raise InputError("no maps to compute binarisation statistics from")
+        mean, std = pooled_mean_std(maps, sizes)
         maxima = [map_max(m) for m in maps]
-        mean, std = pooled_mean_std(maps)
         return cls(float(min(maxima)), float(max(maxima)), mean, std, len(maps))
 
 
@@ -88,28 +92,32 @@ def map_max(m: np.ndarray) -> np.floating:
     return np.max(m)
 
 
-def pooled_mean_std(maps: list[np.ndarray]) -> tuple[float, float]:
+def pooled_mean_std(maps: Sequence[np.ndarray], sizes: Sequence[int] | None = None) -> tuple[float, float]:
     """RoBiS' ``stack = np.array(maps).astype(np.float32) / 255.0; stack.mean(), stack.std()``,
     bit for bit, without the pooled array (for a large split hundreds of megabytes, and filling it
-    costs more than the sums): :func:`pooled_sum` walks numpy's own summation over the maps."""
-    flat = [np.asarray(m).reshape(-1) for m in maps]
-    count = np.intp(sum(f.size for f in flat))
+    costs more than the sums): :func:`pooled_sum` walks numpy's own summation over the maps.
+    ``sizes``: as for :meth:`BinStats.from_maps`."""
+    sizes = [int(np.asarray(m).size) for m in maps] if sizes is None else [int(n) for n in sizes]
+    count = np.intp(sum(sizes))
     # numpy's _mean: the float32 sum over the pooled array, divided by the count into float32
-    mean = np.array([pooled_sum(flat, _scaled)], np.float32)
+    mean = np.array([pooled_sum(maps, _scaled, sizes)], np.float32)
     np.true_divide(mean, count, out=mean, casting="unsafe")
 
-    def centred(f: np.ndarray, out: np.ndarray) -> np.ndarray:
-        x = _scaled(f, out)
+    def centred(m: np.ndarray, out: np.ndarray) -> np.ndarray:
+        x = _scaled(m, out)
         return np.square(np.subtract(x, mean, out=x), out=x)
 
     # numpy's _var: subtract the mean, square, sum, divide by the count in float64
-    var = pooled_sum(flat, centred)
+    var = pooled_sum(maps, centred, sizes)
     var = var.dtype.type(var / count)
     return float(mean[0]), float(var.dtype.type(np.sqrt(var)))
 
 
-def _scaled(flat: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _scaled(m: np.ndarray, out: np.ndarray) -> np.ndarray:
     """A map's pixels as RoBiS pools them, ``float32(v) / 255``, written into ``out``."""
+    flat = np.asarray(m).reshape(-1)
+    if flat.size != out.size:
+        raise InputError(f"a map has {flat.size} pixels where {out.size} were expected")
     if flat.dtype == np.float16 and flat.size >= 16:  # OpenCV's conversion: exact (-0 becomes +0)
         cv2.add(flat.reshape(1, -1), 0.0, dst=out.reshape(1, -1), dtype=cv2.CV_32F)
     else:
@@ -120,10 +128,12 @@ def _scaled(flat: np.ndarray, out: np.ndarray) -> np.ndarray:
 _PAIRWISE_LEAF = 128  # numpy's PW_BLOCKSIZE
 
 
-def pooled_sum(parts: list[np.ndarray], values: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.float32:
+def pooled_sum(parts: Sequence[np.ndarray], values: Callable[[np.ndarray, np.ndarray], np.ndarray],
+               sizes: Sequence[int] | None = None) -> np.float32:
     """``np.add.reduce(np.concatenate([values(p, out) for p in parts]))`` in float32, bit for bit,
     holding one part's values at a time: ``values(part, out)`` writes a part's float32 values into
-    ``out`` (float32, the part's size; one buffer serves every part) and returns it.
+    ``out`` (float32, the part's size; one buffer serves every part) and returns it. ``sizes``:
+    the parts' sizes (default ``part.size``); parts are then indexed in order, each once.
 
     numpy sums a contiguous float32 array pairwise: more than 128 values are split in two, the
     first half rounded down to a multiple of 8, and the halves' sums added; the sum of a range
@@ -132,21 +142,22 @@ def pooled_sum(parts: list[np.ndarray], values: Callable[[np.ndarray, np.ndarray
     of at most 128 values, which are gathered and summed by numpy. (Zero signs aside, which the
     final ``0 +`` of the reduction erases, this is numpy's tree.)
     """
+    sizes = [int(p.size) for p in parts] if sizes is None else [int(n) for n in sizes]
     starts = [0]
-    for p in parts:
-        starts.append(starts[-1] + int(p.size))
+    for n in sizes:
+        starts.append(starts[-1] + n)
     total = starts[-1]
     if total == 0:
         return np.float32(0.0)
-    buf = np.empty(max(p.size for p in parts), np.float32)  # a fresh buffer per part would fault its pages
+    buf = np.empty(max(sizes), np.float32)  # a fresh buffer per part would fault its pages
     held = -1  # the part whose values are in buf
 
     def part_values(k: int) -> np.ndarray:
         nonlocal held
         if held != k:  # ranges come in order: an earlier part is never needed again
-            values(parts[k], buf[:parts[k].size])
             held = k
-        return buf[:parts[k].size]
+            values(parts[k], buf[:sizes[k]])
+        return buf[:sizes[k]]
 
     def piece(k: int, lo: int, n: int) -> np.ndarray:  # pooled values lo .. lo + n, from part k on
         if lo + n <= starts[k + 1]:
