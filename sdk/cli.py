@@ -222,6 +222,8 @@ def _read_split(pool, read, load, files: list[Path]):
             return len(files)
 
         def __getitem__(self, k: int):
+            if not 0 <= k < len(files):
+                raise IndexError(k)  # also ends iteration over it
             m = first if k == 0 else futures[k - 1].result()
             if m.size != sizes[k]:
                 raise _SizeChanged

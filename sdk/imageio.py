@@ -116,7 +116,6 @@ class MapReader:
             self._layout = _TiffLayout.of(p, arr, span) or layout
         return arr
 
-
     def expected_size(self, path: str | os.PathLike) -> int | None:
         """The pixel count of the map in ``path`` if its file has the size of the layout learnt
         last (None: not known before reading it). A promise of the file's size only: reading
