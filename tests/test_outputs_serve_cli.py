@@ -79,7 +79,9 @@ def test_serve_process_with_all_three_outputs(demo_bundle, tmp_path):
         mq = on_mqtt()
         for r in zres:
             assert mq[r["seq"]]["verdict"] == r["verdict"] and mq[r["seq"]]["score"] == r["score"]
-        last = zres[-1]  # the last on ZeroMQ (with 2 workers not always the highest seq)
+        # OPC UA holds the newest frame's result (frames were sent in seq order), even when two
+        # workers publish the one before it after it on ZeroMQ
+        last = max(zres, key=lambda r: r["seq"])
 
         async def read_opcua():
             async with Client(f"opc.tcp://127.0.0.1:{opc_port}") as client:
