@@ -21,11 +21,22 @@ KEY_POS_ZERO = 0x8000  # key of +0 (-0 is just below)
 _CV_MIN_SIZE = 16  # OpenCV's Python binding reads a 1×1 array as a scalar: tiny arrays go to numpy
 
 
+def top_bits(m16: np.ndarray) -> int | None:
+    """The largest uint16 bit pattern of a 2-D float16 array, in one OpenCV pass (None for tiny
+    arrays). At most ``0x7C00`` (+inf) means no sign bit and no NaN: the bits are then ordered like
+    the values."""
+    bits = np.ascontiguousarray(m16, np.float16).view(np.uint16)
+    if bits.ndim != 2 or bits.size < _CV_MIN_SIZE:
+        return None
+    return int(cv2.minMaxLoc(bits)[1])
+
+
 def all_finite(m16: np.ndarray) -> bool:
     """No NaN and no infinity in a float16 array, read from its bits (exponent not all ones)."""
-    bits = np.ascontiguousarray(m16, np.float16).view(np.uint16)
-    if bits.ndim == 2 and bits.size >= _CV_MIN_SIZE and cv2.minMaxLoc(bits)[1] < _POS_INF_BITS:
+    top = top_bits(m16)
+    if top is not None and top < _POS_INF_BITS:
         return True  # no sign bit anywhere, all finite: one pass, no temporary array
+    bits = np.ascontiguousarray(m16, np.float16).view(np.uint16)
     return bits.size == 0 or bool((bits & np.uint16(0x7FFF)).max() < _POS_INF_BITS)
 
 
@@ -44,7 +55,7 @@ def to_keys(m16: np.ndarray) -> np.ndarray:
         k = np.where(k & 0x8000, k ^ 0xFFFF, k | 0x8000)
         k[k > KEY_POS_INF] = 0
         return k.astype(np.uint16)
-    if cv2.minMaxLoc(bits)[1] <= _POS_INF_BITS:
+    if top_bits(bits.view(np.float16)) <= _POS_INF_BITS:
         return cv2.add(bits, 0x8000)  # 0 <= value <= inf everywhere: the bits are ordered already
     negative = cv2.compare(bits, 0x7FFF, cv2.CMP_GT).astype(np.uint16)  # 255 where the sign bit is set
     keys = cv2.bitwise_xor(bits, cv2.bitwise_or(cv2.multiply(negative, 257), 0x8000))

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import CalibrationError, InputError
 from ..vocabulary import SCOPES  # noqa: F401 - re-exported
+from . import halfkeys
 
 NORM_EPS = 1e-8  # RoBiS: (a - min) / (max - min + 1e-8) * 255
 
@@ -85,9 +86,9 @@ class BinStats:
 def map_max(m: np.ndarray) -> np.floating:
     """``np.max(m)`` (NaN if any), fast for float16 maps without negative values or NaN."""
     m = np.asarray(m)
-    if m.dtype == np.float16 and m.ndim == 2 and m.size >= 16 and m.flags.c_contiguous:
-        top = cv2.minMaxLoc(m.view(np.uint16))[1]
-        if top <= 0x7C00:  # no sign bit, no NaN: the bits are ordered like the values
+    if m.dtype == np.float16 and m.flags.c_contiguous:
+        top = halfkeys.top_bits(m)
+        if top is not None and top <= 0x7C00:  # +inf at most: no sign bit, no NaN, bits ordered as values
             return np.uint16(top).view(np.float16)
     return np.max(m)
 
